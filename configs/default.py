@@ -1,0 +1,100 @@
+"""Defaults shared by every config: HRNetV2-W48 on Cityscapes, the `pytorch-v1.1` recipe.
+
+Variant configs import this and override a few fields. Every field here is read by the
+code; recipes (learning rate, crop, class weights) live in configs, never in code.
+
+Run:
+  python train.py --config=configs/default.py --workdir=/tmp/hrnet-default
+"""
+import ml_collections
+from ml_collections import config_dict
+
+# Cityscapes class weights of the official `pytorch-v1.1` code (always applied there).
+CITYSCAPES_CLASS_WEIGHTS = (0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489,
+                            0.8786, 1.0023, 0.9539, 0.9843, 1.1116, 0.9037, 1.0865, 1.0955,
+                            1.0865, 1.1529, 1.0507)
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+
+  # --- model: arguments of hrnet_jax.create_model -------------------------------
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'hrnet_w48'
+  config.model.head = 'seg'
+  config.model.num_classes = 19
+  # None = the default of the head's family (see hrnet_jax.models.FAMILY_DEFAULTS).
+  config.model.upsample = config_dict.placeholder(str)        # 'nearest' | 'bilinear'
+  config.model.align_corners = config_dict.placeholder(bool)
+  config.model.bn_momentum = config_dict.placeholder(float)   # PyTorch convention
+  config.model.dtype = 'float32'          # compute dtype; 'bfloat16' on accelerators
+  config.model.param_dtype = 'float32'
+  config.model.remat = False              # rematerialise each HRNet module in backward
+
+  # --- initialisation ----------------------------------------------------------
+  # A converted checkpoint directory (python -m hrnet_jax.convert), e.g. of
+  # hrnetv2_w48_imagenet_pretrained.pth; None = random init as the official code.
+  config.init_checkpoint = config_dict.placeholder(str)
+
+  # --- data --------------------------------------------------------------------
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'cityscapes'         # key of hrnet_jax.data's dataset registry
+  config.data.data_dir = config_dict.placeholder(str)    # TFDS data_dir
+  config.data.manual_dir = config_dict.placeholder(str)  # where the downloaded zips are
+  config.data.train_split = 'train'
+  config.data.eval_split = 'validation'
+  config.data.crop_size = (512, 1024)     # (H, W)
+  config.data.base_size = 2048            # long side at scale 1
+  config.data.scale_factor = 16           # s = 0.5 + randint(0, scale_factor) / 10
+  config.data.multi_scale = True
+  config.data.flip = True
+  config.data.ignore_label = 255
+  config.data.num_workers = 2             # grain worker processes per host
+  config.data.max_eval_examples = -1      # -1 = the whole split
+
+  # --- optimisation ------------------------------------------------------------
+  config.global_batch_size = 12           # 4 GPUs x 3 in the official run
+  config.num_train_steps = 119_548        # 484 epochs of 2975 images, drop_last
+  config.grad_accum_steps = 1
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'sgd'
+  config.optimizer.learning_rate = 0.01
+  config.optimizer.momentum = 0.9
+  config.optimizer.nesterov = False
+  config.optimizer.weight_decay = 5e-4    # coupled: added to the gradient, as torch SGD
+  config.optimizer.schedule = 'poly'      # 'poly' | 'step'
+  config.optimizer.poly_power = 0.9
+  config.optimizer.warmup_steps = 0
+  config.optimizer.step_boundaries = ()   # for 'step': steps where lr *= step_factor
+  config.optimizer.step_factor = 0.1
+
+  # --- loss --------------------------------------------------------------------
+  config.loss = ml_collections.ConfigDict()
+  config.loss.class_weights = CITYSCAPES_CLASS_WEIGHTS   # () = unweighted
+  config.loss.ohem = False
+  config.loss.ohem_thresh = 0.9
+  config.loss.ohem_min_kept = 131072
+  config.loss.aux_weight = 0.4            # OCR: 0.4 * aux + 1.0 * final
+  config.loss.label_smoothing = 0.0       # classification only
+
+  # --- evaluation --------------------------------------------------------------
+  config.eval = ml_collections.ConfigDict()
+  config.eval.every_steps = 5000
+  config.eval.global_batch_size = 8
+  config.eval.mode = 'whole'              # 'whole' | 'sliding'
+  config.eval.crop_size = (1024, 2048)    # sliding-window size (H, W)
+  config.eval.stride_rate = 2.0 / 3.0     # sliding stride = crop * stride_rate
+  config.eval.scales = (1.0,)             # (0.5, 0.75, 1.0, 1.25, 1.5, 1.75) for ms
+  config.eval.flip = False
+  config.eval.num_pictures = 4            # prediction pictures written per evaluation
+
+  # --- mesh, checkpoints, logging ---------------------------------------------
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.fsdp = 1                    # devices per parameter shard; data axis = rest
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_steps = 1000
+  config.checkpoint.keep = 3
+  config.checkpoint.keep_best = True      # also keep the best checkpoint by mIoU
+  config.log_every_steps = 50
+  config.seed = 0
+  return config

@@ -1,0 +1,1 @@
+"""HRNet in JAX/Flax."""
