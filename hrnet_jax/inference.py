@@ -1,0 +1,223 @@
+"""The official segmentation test protocol, jit-compiled and sharded over devices.
+
+What the official code (`BaseDataset.inference` / `multi_scale_inference` and the
+Cityscapes override, `pytorch-v1.1` and `HRNet-OCR` branches) does for one image:
+
+  for every scale s:
+    resize the *normalised* image (cv2 INTER_LINEAR: half-pixel bilinear, no
+    antialias) so its long side is int(base_size * s + 0.5);
+    cut it into windows (below), and for every window:
+      logits -> bilinear upsample to the window size (align_corners of the family);
+      with flip: the same for the mirrored window, mirrored back (LIP: left/right
+      channels swapped first), and the two logits averaged;
+      exp() of that (not softmax);
+    add the window outputs up and divide by how many windows cover each pixel;
+    bilinear upsample to the original size;
+  sum over scales; argmax.
+
+Windows (`window_layout`):
+  * 'border' (Cityscapes code): stride = int(crop * stride_rate); the last window is
+    shifted back so that it ends at the image border; images smaller than the crop
+    are one window of their own size (so scales <= 1 are whole-image inference).
+  * 'pad' (the base code, for PASCAL-Context, LIP, ADE20K): the image is padded
+    (bottom/right, black) to at least the crop; windows start on the stride grid and
+    the last ones are padded with black to the full crop.
+`mode='whole'` runs every scale as one window, which is what 'border' does anyway
+whenever the crop covers the image.
+
+Shapes are static per (input size, scale), so each scale compiles once; windows run
+through one `lax.map`, so the model is compiled once per scale, not per window.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hrnet_jax.models.resize import resize_bilinear
+
+# ImageNet statistics of the official code (RGB, on [0, 1] images).
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+
+# LIP's left/right class pairs (official `lip.py`): swapped when flipping.
+LIP_FLIP_PAIRS = ((14, 15), (16, 17), (18, 19))
+
+LogitsFn = Callable[[Any, jax.Array], jax.Array]
+
+
+def normalize(images: jax.Array) -> jax.Array:
+  """uint8 RGB -> float32 (x / 255 - mean) / std, as the official input_transform."""
+  x = images.astype(jnp.float32) / 255.0
+  return (x - jnp.asarray(MEAN, jnp.float32)) / jnp.asarray(STD, jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+  """Test-time settings; `from_config` reads them from `config.eval` / `config.data`."""
+  scales: tuple[float, ...] = (1.0,)
+  flip: bool = False
+  mode: str = 'whole'                       # 'whole' | 'sliding'
+  crop_size: tuple[int, int] = (1024, 2048)  # (H, W) of a sliding window
+  stride_rate: float = 2.0 / 3.0
+  window_layout: str = 'border'             # 'border' | 'pad'
+  base_size: int | None = None              # long side at scale 1; None = the image's
+  align_corners: bool = False
+  flip_pairs: tuple[tuple[int, int], ...] = ()
+
+  def __post_init__(self):
+    if self.mode not in ('whole', 'sliding'):
+      raise ValueError(f"eval.mode must be 'whole' or 'sliding', got {self.mode!r}.")
+    if self.window_layout not in ('border', 'pad'):
+      raise ValueError("eval.window_layout must be 'border' or 'pad', got "
+                       f'{self.window_layout!r}.')
+    if not self.scales or min(self.scales) <= 0:
+      raise ValueError(f'eval.scales must be positive, got {self.scales}.')
+
+  @classmethod
+  def from_config(cls, config, *, align_corners: bool,
+                  flip_pairs: Sequence[tuple[int, int]] | None = None) -> 'Protocol':
+    ev = config.eval
+    if flip_pairs is None:
+      flip_pairs = LIP_FLIP_PAIRS if config.data.name.startswith('lip') else ()
+    return cls(scales=tuple(float(s) for s in ev.scales), flip=bool(ev.flip),
+               mode=ev.mode, crop_size=tuple(int(c) for c in ev.crop_size),
+               stride_rate=float(ev.stride_rate),
+               window_layout=ev.get('window_layout', 'border'),
+               base_size=config.data.get('base_size', None),
+               align_corners=bool(align_corners), flip_pairs=tuple(flip_pairs))
+
+  def scaled_size(self, height: int, width: int, scale: float) -> tuple[int, int]:
+    """The official multi_scale_aug size: long side int(base * s + 0.5), ratio kept."""
+    base = self.base_size or max(height, width)
+    long_size = int(base * scale + 0.5)
+    if height > width:
+      return long_size, int(width * long_size / height + 0.5)
+    return int(height * long_size / width + 0.5), long_size
+
+
+def _axis_windows(size: int, crop: int, stride: int, layout: str) -> tuple[int, list[int], int]:
+  """(padded size, window starts, window length) along one axis."""
+  if layout == 'border':
+    n = max(math.ceil((size - crop) / stride), 0) + 1
+    starts = []
+    for i in range(n):
+      end = min(i * stride + crop, size)
+      starts.append(max(end - crop, 0))
+    return size, starts, min(crop, size)
+  padded = max(size, crop)
+  n = max(math.ceil((padded - crop) / stride), 0) + 1
+  return padded, [i * stride for i in range(n)], crop
+
+
+def window_grid(height: int, width: int, protocol: Protocol):
+  """Padded size and the (h0, w0) of every window for an image of this size."""
+  if protocol.mode == 'whole':
+    return (height, width), [(0, 0)], (height, width)
+  ch, cw = protocol.crop_size
+  sh = int(ch * protocol.stride_rate)
+  sw = int(cw * protocol.stride_rate)
+  if sh < 1 or sw < 1:
+    raise ValueError(f'sliding stride {sh}x{sw} from crop {protocol.crop_size} and '
+                     f'stride_rate {protocol.stride_rate} must be >= 1.')
+  ph, rows, wh = _axis_windows(height, ch, sh, protocol.window_layout)
+  pw, cols, ww = _axis_windows(width, cw, sw, protocol.window_layout)
+  return (ph, pw), [(r, c) for r in rows for c in cols], (wh, ww)
+
+
+def _flip_permutation(num_classes: int, pairs) -> np.ndarray:
+  perm = np.arange(num_classes)
+  for a, b in pairs:
+    if max(a, b) >= num_classes:
+      raise ValueError(f'flip pair ({a}, {b}) is out of range for {num_classes} classes.')
+    perm[a], perm[b] = b, a
+  return perm
+
+
+def _window_probs(logits_fn: LogitsFn, variables, x: jax.Array, protocol: Protocol) -> jax.Array:
+  """exp of (flip-averaged) logits upsampled to the window size. x: (N, h, w, 3)."""
+  n, h, w, _ = x.shape
+  batch = jnp.concatenate([x, x[:, :, ::-1]], axis=0) if protocol.flip else x
+  logits = logits_fn(variables, batch)
+  logits = resize_bilinear(logits.astype(jnp.float32), (h, w),
+                           align_corners=protocol.align_corners)
+  if protocol.flip:
+    flipped = logits[n:]
+    if protocol.flip_pairs:
+      flipped = flipped[..., _flip_permutation(flipped.shape[-1], protocol.flip_pairs)]
+    logits = (logits[:n] + flipped[:, :, ::-1]) * 0.5
+  return jnp.exp(logits)
+
+
+def _scale_probs(logits_fn, variables, image: jax.Array, protocol: Protocol) -> jax.Array:
+  """Window-averaged probabilities of one scale at the scaled size (N, h, w, C)."""
+  n, h, w, c = image.shape
+  (ph, pw), starts, (wh, ww) = window_grid(h, w, protocol)
+  if (ph, pw) != (h, w):
+    # Padding with the normalised value of black, as the official padvalue.
+    black = normalize(jnp.zeros((3,), jnp.uint8))
+    image = jnp.concatenate(
+        [image, jnp.broadcast_to(black, (n, ph - h, w, c)).astype(image.dtype)], axis=1)
+    image = jnp.concatenate(
+        [image, jnp.broadcast_to(black, (n, ph, pw - w, c)).astype(image.dtype)], axis=2)
+    # Official windows at the border are cut at the padded image and padded again to the
+    # crop; pad once more so every window is a full static slice.
+    eh = max(r for r, _ in starts) + wh - ph
+    ew = max(q for _, q in starts) + ww - pw
+    if eh > 0 or ew > 0:
+      image = jnp.concatenate(
+          [image, jnp.broadcast_to(black, (n, eh, pw, c)).astype(image.dtype)], axis=1)
+      image = jnp.concatenate(
+          [image, jnp.broadcast_to(black, (n, ph + eh, ew, c)).astype(image.dtype)], axis=2)
+  if len(starts) == 1:
+    probs = _window_probs(logits_fn, variables, image[:, :wh, :ww], protocol)
+    return probs[:, :h, :w]
+  crops = jnp.stack([jax.lax.dynamic_slice_in_dim(
+      jax.lax.dynamic_slice_in_dim(image, r, wh, axis=1), q, ww, axis=2) for r, q in starts])
+  probs = jax.lax.map(lambda x: _window_probs(logits_fn, variables, x, protocol), crops)
+  total = None
+  count = np.zeros((ph, pw), np.float32)
+  for k, (r, q) in enumerate(starts):
+    r1, q1 = min(r + wh, ph), min(q + ww, pw)
+    count[r:r1, q:q1] += 1
+    part = jnp.pad(probs[k][:, :r1 - r, :q1 - q],
+                   ((0, 0), (r, ph - r1), (q, pw - q1), (0, 0)))
+    total = part if total is None else total + part
+  total = total / jnp.asarray(count)[None, :, :, None]
+  return total[:, :h, :w]
+
+
+def predict_probs(logits_fn: LogitsFn, variables, images: jax.Array, protocol: Protocol,
+                  *, out_size: tuple[int, int] | None = None) -> jax.Array:
+  """Summed per-scale probabilities (N, H, W, C) of uint8 images (N, H, W, 3).
+
+  `out_size` (defaults to the image size) is where the result is upsampled to, as
+  the official `testval` does when the label is larger than the network input (LIP).
+  """
+  _, h, w, _ = images.shape
+  x = normalize(images)
+  total = None
+  for scale in protocol.scales:
+    sh, sw = protocol.scaled_size(h, w, scale)
+    xs = resize_bilinear(x, (sh, sw), align_corners=False)
+    probs = _scale_probs(logits_fn, variables, xs, protocol)
+    probs = resize_bilinear(probs, (h, w), align_corners=protocol.align_corners)
+    total = probs if total is None else total + probs
+  if out_size is not None and tuple(out_size) != (h, w):
+    total = resize_bilinear(total, tuple(out_size), align_corners=protocol.align_corners)
+  return total
+
+
+def seg_logits_fn(model) -> LogitsFn:
+  """apply(variables, images) -> the logits the protocol uses (OCR: the final ones)."""
+  def fn(variables, images):
+    out = model.apply(variables, images, train=False)
+    if isinstance(out, dict):
+      out = out['logits']
+    return out
+  return fn
