@@ -1,0 +1,165 @@
+"""The primitive layers of HRNet: convolution, BatchNorm, linear, fusion upsampling.
+
+All layers take one `ModelOptions` so dtype, BatchNorm and upsampling conventions stay
+consistent across a model and can be switched per model family.
+"""
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hrnet_jax.models import resize
+
+Dtype = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelOptions:
+  """Numerics and faithfulness switches shared by every layer of one model.
+
+  Attributes:
+    dtype: computation dtype (bfloat16 on accelerators); BatchNorm statistics and the
+      softmaxes stay float32 regardless.
+    param_dtype: dtype of the parameters.
+    bn_momentum: in PyTorch's convention, new = (1 - m) * old + m * batch
+      (0.01 in the `pytorch-v1.1` segmentation code, 0.1 elsewhere).
+    bn_eps: BatchNorm epsilon.
+    upsample: 'nearest' (classification, pose, timm) or 'bilinear' (segmentation) for the
+      low-to-high resolution paths of the fusion layers.
+    align_corners: for bilinear resizing (False in `pytorch-v1.1`, True in `HRNet-OCR`).
+    conv_init: 'normal' (std 0.001, the segmentation and pose code) or 'kaiming'
+      (fan-out normal, the classification code).
+  """
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+  bn_momentum: float = 0.1
+  bn_eps: float = 1e-5
+  upsample: str = 'bilinear'
+  align_corners: bool = False
+  conv_init: str = 'normal'
+
+  def __post_init__(self):
+    if self.upsample not in ('nearest', 'bilinear'):
+      raise ValueError(f"upsample must be 'nearest' or 'bilinear', got {self.upsample!r}")
+    if self.conv_init not in ('normal', 'kaiming'):
+      raise ValueError(f"conv_init must be 'normal' or 'kaiming', got {self.conv_init!r}")
+    if not 0.0 <= self.bn_momentum <= 1.0:
+      raise ValueError(f'bn_momentum (PyTorch convention) must be in [0, 1], '
+                       f'got {self.bn_momentum}')
+
+  def kernel_init(self):
+    if self.conv_init == 'normal':
+      return nn.initializers.normal(stddev=0.001)
+    return nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+
+
+def _torch_default_bias_init(fan_in: int):
+  """PyTorch's default conv/linear bias init, U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  bound = 1.0 / np.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
+
+
+class Conv2d(nn.Module):
+  """k x k convolution with PyTorch's symmetric padding k // 2 (not XLA's 'SAME').
+
+  'SAME' pads a stride-2 conv on an even input (0, 1); PyTorch pads (1, 1). The
+  difference shifts every downsampled map by half a pixel and breaks weight parity.
+  """
+  features: int
+  kernel_size: int = 3
+  stride: int = 1
+  use_bias: bool = False
+  opts: ModelOptions = ModelOptions()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, cin = self.kernel_size, x.shape[-1]
+    kernel = self.param('kernel', self.opts.kernel_init(), (k, k, cin, self.features),
+                        self.opts.param_dtype)
+    pad = k // 2
+    dtype = self.opts.dtype
+    y = jax.lax.conv_general_dilated(
+        x.astype(dtype), kernel.astype(dtype), (self.stride, self.stride),
+        ((pad, pad), (pad, pad)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    if self.use_bias:
+      bias = self.param('bias', _torch_default_bias_init(cin * k * k), (self.features,),
+                        self.opts.param_dtype)
+      y = y + bias.astype(dtype)
+    return y
+
+
+class Linear(nn.Module):
+  """Fully connected layer initialised as torch.nn.Linear."""
+  features: int
+  opts: ModelOptions = ModelOptions()
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    fan_in = x.shape[-1]
+    kernel = self.param('kernel', _torch_default_bias_init(fan_in), (fan_in, self.features),
+                        self.opts.param_dtype)
+    bias = self.param('bias', _torch_default_bias_init(fan_in), (self.features,),
+                      self.opts.param_dtype)
+    dtype = self.opts.dtype
+    return x.astype(dtype) @ kernel.astype(dtype) + bias.astype(dtype)
+
+
+class BatchNorm(nn.Module):
+  """BatchNorm over all axes but the last, with PyTorch's running-statistics update.
+
+  Differs from flax.linen.BatchNorm where parity needs it: momentum in PyTorch's
+  convention, the running variance updated with the unbiased batch variance (as
+  torch does), two-pass variance in float32. Under `jax.jit` with the batch sharded
+  over a mesh the batch mean is global: SyncBN without any collective written here.
+  """
+  opts: ModelOptions = ModelOptions()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    channels = x.shape[-1]
+    scale = self.param('scale', nn.initializers.ones, (channels,), self.opts.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros, (channels,), self.opts.param_dtype)
+    running_mean = self.variable('batch_stats', 'mean', jnp.zeros, (channels,), jnp.float32)
+    running_var = self.variable('batch_stats', 'var', jnp.ones, (channels,), jnp.float32)
+    if train:
+      xf = x.astype(jnp.float32)
+      axes = tuple(range(x.ndim - 1))
+      mean = jnp.mean(xf, axes)
+      var = jnp.mean(jnp.square(xf - mean), axes)
+      if not self.is_initializing():
+        count = int(np.prod([x.shape[a] for a in axes]))
+        m = self.opts.bn_momentum
+        unbiased = var * (count / max(count - 1, 1))
+        running_mean.value = (1.0 - m) * running_mean.value + m * mean
+        running_var.value = (1.0 - m) * running_var.value + m * unbiased
+    else:
+      mean, var = running_mean.value, running_var.value
+    mul = jax.lax.rsqrt(var + self.opts.bn_eps) * scale.astype(jnp.float32)
+    add = bias.astype(jnp.float32) - mean * mul
+    dtype = self.opts.dtype
+    return x.astype(dtype) * mul.astype(dtype) + add.astype(dtype)
+
+
+def upsample_to(x: jax.Array, size, opts: ModelOptions) -> jax.Array:
+  """Resize a lower-resolution branch to `size` the way the model family does."""
+  if opts.upsample == 'nearest':
+    return resize.resize_nearest(x, size)
+  return resize.resize_bilinear(x, size, align_corners=opts.align_corners).astype(x.dtype)
+
+
+def concat_branches(xs, opts: ModelOptions) -> jax.Array:
+  """HRNetV2 representation: branches 2-4 bilinearly upsampled to branch 1, concatenated.
+
+  The official heads always use bilinear here, whatever the fusion upsampling is.
+  """
+  size = xs[0].shape[1:3]
+  ups = [xs[0]] + [
+      resize.resize_bilinear(x, size, align_corners=opts.align_corners).astype(xs[0].dtype)
+      for x in xs[1:]]
+  return jnp.concatenate(ups, axis=-1)
