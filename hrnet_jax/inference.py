@@ -158,36 +158,28 @@ def _scale_probs(logits_fn, variables, image: jax.Array, protocol: Protocol) -> 
   """Window-averaged probabilities of one scale at the scaled size (N, h, w, C)."""
   n, h, w, c = image.shape
   (ph, pw), starts, (wh, ww) = window_grid(h, w, protocol)
-  if (ph, pw) != (h, w):
-    # Padding with the normalised value of black, as the official padvalue.
-    black = normalize(jnp.zeros((3,), jnp.uint8))
-    image = jnp.concatenate(
-        [image, jnp.broadcast_to(black, (n, ph - h, w, c)).astype(image.dtype)], axis=1)
-    image = jnp.concatenate(
-        [image, jnp.broadcast_to(black, (n, ph, pw - w, c)).astype(image.dtype)], axis=2)
-    # Official windows at the border are cut at the padded image and padded again to the
-    # crop; pad once more so every window is a full static slice.
-    eh = max(r for r, _ in starts) + wh - ph
-    ew = max(q for _, q in starts) + ww - pw
-    if eh > 0 or ew > 0:
-      image = jnp.concatenate(
-          [image, jnp.broadcast_to(black, (n, eh, pw, c)).astype(image.dtype)], axis=1)
-      image = jnp.concatenate(
-          [image, jnp.broadcast_to(black, (n, ph + eh, ew, c)).astype(image.dtype)], axis=2)
+  # The official code pads the image (bottom/right, black) to at least the crop, cuts
+  # the windows at that padded border and pads those cut windows to the crop again:
+  # one padding up to where the last window ends gives the same pixels as static slices.
+  full_h = max(ph, max(r for r, _ in starts) + wh)
+  full_w = max(pw, max(q for _, q in starts) + ww)
+  if (full_h, full_w) != (h, w):
+    black = normalize(jnp.zeros((3,), jnp.uint8)).astype(image.dtype)
+    image = jnp.concatenate([image, jnp.broadcast_to(black, (n, full_h - h, w, c))], axis=1)
+    image = jnp.concatenate([image, jnp.broadcast_to(black, (n, full_h, full_w - w, c))],
+                            axis=2)
   if len(starts) == 1:
     probs = _window_probs(logits_fn, variables, image[:, :wh, :ww], protocol)
     return probs[:, :h, :w]
   crops = jnp.stack([jax.lax.dynamic_slice_in_dim(
       jax.lax.dynamic_slice_in_dim(image, r, wh, axis=1), q, ww, axis=2) for r, q in starts])
   probs = jax.lax.map(lambda x: _window_probs(logits_fn, variables, x, protocol), crops)
-  total = None
+  total = jnp.zeros((n, ph, pw, probs.shape[-1]), probs.dtype)
   count = np.zeros((ph, pw), np.float32)
   for k, (r, q) in enumerate(starts):
     r1, q1 = min(r + wh, ph), min(q + ww, pw)
     count[r:r1, q:q1] += 1
-    part = jnp.pad(probs[k][:, :r1 - r, :q1 - q],
-                   ((0, 0), (r, ph - r1), (q, pw - q1), (0, 0)))
-    total = part if total is None else total + part
+    total = total.at[:, r:r1, q:q1].add(probs[k][:, :r1 - r, :q1 - q])
   total = total / jnp.asarray(count)[None, :, :, None]
   return total[:, :h, :w]
 
