@@ -29,14 +29,17 @@ class EmptyDatasetError(ValueError):
   """The evaluation loader produced no (unpadded) example."""
 
 
-def resolve_align_corners(model, config) -> bool:
-  """align_corners of the model family: the model's own, the config's, else by head."""
-  value = getattr(model, 'align_corners', None)
+def resolve_align_corners(model, config=None) -> bool:
+  """align_corners of the model (its resolved options), else the config's, else by head."""
+  value = getattr(getattr(model, 'opts', None), 'align_corners', None)
   if value is None:
+    value = getattr(model, 'align_corners', None)
+  if value is None and config is not None:
     value = config.model.get('align_corners', None)
   if value is None:
     # Family defaults of the official code: HRNet-OCR branch True, pytorch-v1.1 False.
-    value = config.model.head == 'ocr'
+    head = getattr(model, 'head', None) or (config.model.head if config is not None else '')
+    value = head == 'ocr'
   return bool(value)
 
 

@@ -39,14 +39,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hrnet_jax.data import registry
+from hrnet_jax.data.errors import DataError
 from hrnet_jax.models.resize import resize_bilinear
 
 # ImageNet statistics of the official code (RGB, on [0, 1] images).
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
-
-# LIP's left/right class pairs (official `lip.py`): swapped when flipping.
-LIP_FLIP_PAIRS = ((14, 15), (16, 17), (18, 19))
 
 LogitsFn = Callable[[Any, jax.Array], jax.Array]
 
@@ -84,7 +83,10 @@ class Protocol:
                   flip_pairs: Sequence[tuple[int, int]] | None = None) -> 'Protocol':
     ev = config.eval
     if flip_pairs is None:
-      flip_pairs = LIP_FLIP_PAIRS if config.data.name.startswith('lip') else ()
+      try:   # LIP: left/right classes swap under a flip (official `lip.py`).
+        flip_pairs = registry.get_dataset_info(config.data.name).flip_pairs
+      except DataError:
+        flip_pairs = ()
     return cls(scales=tuple(float(s) for s in ev.scales), flip=bool(ev.flip),
                mode=ev.mode, crop_size=tuple(int(c) for c in ev.crop_size),
                stride_rate=float(ev.stride_rate),

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from hrnet_jax.data import registry
+from hrnet_jax.data.errors import DataError
+
 # trainId 0..18: road, sidewalk, building, wall, fence, pole, traffic light, traffic
 # sign, vegetation, terrain, sky, person, rider, car, truck, bus, train, motorcycle,
 # bicycle.
@@ -34,11 +37,19 @@ def voc_palette(n: int) -> np.ndarray:
   return palette
 
 
-def get_palette(dataset: str, num_classes: int) -> np.ndarray:
-  """(num_classes, 3) uint8 colours for a dataset name of the data registry."""
-  if dataset.startswith('cityscapes') or dataset.startswith('hrnet_synthetic'):
-    if num_classes <= len(CITYSCAPES):
-      return CITYSCAPES[:num_classes]
+def get_palette(dataset: str | None, num_classes: int) -> np.ndarray:
+  """(num_classes, 3) uint8 colours: the data registry's palette for `dataset`, else
+  the official Cityscapes colours for 19 classes, else the VOC-style palette."""
+  if dataset:
+    try:
+      palette = registry.get_dataset_info(dataset).palette
+    except DataError:  # a name the registry does not know: a generic palette
+      palette = None
+    if palette is not None and len(palette) >= num_classes:
+      return np.asarray(palette, np.uint8)[:num_classes]
+  if num_classes == len(CITYSCAPES) and (not dataset or 'cityscapes' in dataset
+                                         or 'synthetic' in dataset):
+    return CITYSCAPES
   return voc_palette(num_classes)
 
 
