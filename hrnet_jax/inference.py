@@ -50,6 +50,14 @@ STD = (0.229, 0.224, 0.225)
 LogitsFn = Callable[[Any, jax.Array], jax.Array]
 
 
+def dataset_flip_pairs(name: str) -> tuple[tuple[int, int], ...]:
+  """Classes a horizontal flip swaps (LIP's left/right parts, official `lip.py`)."""
+  try:
+    return tuple(registry.get_dataset_info(name).flip_pairs)
+  except DataError:   # not in the registry: nothing to swap
+    return ()
+
+
 def normalize(images: jax.Array) -> jax.Array:
   """uint8 RGB -> float32 (x / 255 - mean) / std, as the official input_transform."""
   x = images.astype(jnp.float32) / 255.0
@@ -83,10 +91,7 @@ class Protocol:
                   flip_pairs: Sequence[tuple[int, int]] | None = None) -> 'Protocol':
     ev = config.eval
     if flip_pairs is None:
-      try:   # LIP: left/right classes swap under a flip (official `lip.py`).
-        flip_pairs = registry.get_dataset_info(config.data.name).flip_pairs
-      except DataError:
-        flip_pairs = ()
+      flip_pairs = dataset_flip_pairs(config.data.name)
     return cls(scales=tuple(float(s) for s in ev.scales), flip=bool(ev.flip),
                mode=ev.mode, crop_size=tuple(int(c) for c in ev.crop_size),
                stride_rate=float(ev.stride_rate),
