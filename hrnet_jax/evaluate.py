@@ -113,6 +113,55 @@ def make_cls_step(model, *, mesh: Mesh, ks=(1, 5)):
   return jax.jit(step)
 
 
+class _PerImage:
+  """Exact protocol for images of varying size: each at its true size, on local devices.
+
+  The official code tests one image at a time at its own size; padding images to a
+  common size would change what the network sees. Examples are spread round-robin
+  over this process's devices (dispatch is asynchronous, so they run in parallel);
+  one compilation per distinct image size.
+  """
+
+  def __init__(self, model, variables, *, protocol, mesh: Mesh, num_classes: int,
+               ignore_label: int):
+    self.devices = jax.local_devices()
+    # Replicate first: training may hand in parameters sharded over several hosts.
+    replicated = jax.jit(lambda v: v, out_shardings=NamedSharding(mesh, P()))(variables)
+    local = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), replicated)
+    self.variables = [jax.device_put(local, d) for d in self.devices]
+    self.num_classes = num_classes
+    logits_fn = inference.seg_logits_fn(model)
+
+    def fn(v, image, label):
+      probs = inference.predict_probs(logits_fn, v, image, protocol, out_size=label.shape[1:3])
+      pred = jnp.argmax(probs, axis=-1).astype(jnp.int32)
+      cm = metrics.local_confusion_matrix(pred, label, num_classes=num_classes,
+                                          ignore_label=ignore_label)
+      return cm, pred[0]
+
+    self.fn = jax.jit(fn)
+    self.next = 0
+
+  def __call__(self, image: np.ndarray, label: np.ndarray):
+    k = self.next % len(self.devices)
+    self.next += 1
+    put = lambda x: jax.device_put(x[None], self.devices[k])
+    return self.fn(self.variables[k], put(image), put(np.asarray(label, np.int32)))
+
+
+def _sum_over_processes(local: np.ndarray) -> np.ndarray:
+  """Exact int64 sum over processes (jax arrays are int32 without x64: split in 27 bits)."""
+  local = np.asarray(local, np.int64)
+  if jax.process_count() == 1:
+    return local
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  low = (local & ((1 << 27) - 1)).astype(np.int32)
+  high = (local >> 27).astype(np.int32)
+  parts = multihost_utils.process_allgather(np.stack([low, high]))
+  parts = np.asarray(parts, np.int64).sum(0)
+  return parts[0] + (parts[1] << 27)
+
+
 def evaluate(model, variables, eval_loader: Iterable[Mapping[str, np.ndarray]], *,
              config, mesh: Mesh, protocol: inference.Protocol | None = None,
              on_batch: BatchCallback | None = None) -> dict[str, Any]:
@@ -122,13 +171,19 @@ def evaluate(model, variables, eval_loader: Iterable[Mapping[str, np.ndarray]], 
   confusion_matrix (int64 numpy), pictures, num_examples, seconds). Classification
   (`config.model.head == 'cls'`): dict(top1, top5, num_examples, pictures, seconds).
   `pictures`: up to `config.eval.num_pictures` (image uint8, label, prediction) numpy
-  triples from process 0's unpadded examples. `on_batch(local_batch,
-  local_predictions)` is called on every process for every batch (submission files).
+  triples from process 0's unpadded examples, at their true size. `on_batch(local_batch,
+  local_predictions)` is called on every process for every batch (submission files);
+  predictions are padded like the batch (ignore_label outside the true size).
+
+  Datasets of varying image size (`config.data.eval_pad_size` set) are evaluated image
+  by image at the true size (exact, one compilation per size); fixed-size datasets
+  (Cityscapes) run whole batches sharded over every device.
   """
   head = config.model.head
   num_classes = int(config.model.num_classes)
   ignore_label = int(config.data.ignore_label)
   num_pictures = int(config.eval.get('num_pictures', 0))
+  per_image = None
   if head == 'cls':
     step = make_cls_step(model, mesh=mesh)
     total = np.zeros(3, np.int64)
@@ -136,37 +191,63 @@ def evaluate(model, variables, eval_loader: Iterable[Mapping[str, np.ndarray]], 
     if protocol is None:
       protocol = inference.Protocol.from_config(
           config, align_corners=resolve_align_corners(model, config))
-    step = make_seg_step(model, protocol=protocol, mesh=mesh, num_classes=num_classes,
-                         ignore_label=ignore_label)
     confusion = metrics.ConfusionMatrix(num_classes)
+    if config.data.get('eval_pad_size', None):
+      per_image = _PerImage(model, variables, protocol=protocol, mesh=mesh,
+                            num_classes=num_classes, ignore_label=ignore_label)
+    else:
+      step = make_seg_step(model, protocol=protocol, mesh=mesh, num_classes=num_classes,
+                           ignore_label=ignore_label)
   pictures: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-  counts: list[jax.Array] = []
+  counts: list[Any] = []
   start = time.time()
   num_batches = 0
   for batch in eval_loader:
     _check_batch(batch, head)
     local_mask = np.asarray(batch.get('mask', np.ones(len(batch['image']), bool)), bool)
-    images = _global(batch['image'], mesh)
-    labels = _global(np.asarray(batch['label'], np.int32), mesh)
-    mask = _global(local_mask, mesh)
-    result, preds, count = step(variables, images, labels, mask)
-    counts.append(count)
-    if head == 'cls':
-      total += np.asarray(metrics.fetch_replicated(result), np.int64)
+    size = batch['image'].shape[1:3]
+    heights = np.asarray(batch.get('height', np.full(len(local_mask), size[0])))
+    widths = np.asarray(batch.get('width', np.full(len(local_mask), size[1])))
+    if per_image is not None:
+      local_preds = np.full(np.shape(batch['label']), ignore_label, np.int32)
+      for i in np.flatnonzero(local_mask):
+        h, w = int(heights[i]), int(widths[i])
+        cm, pred = per_image(batch['image'][i, :h, :w], batch['label'][i, :h, :w])
+        confusion.add(cm)
+        local_preds[i, :h, :w] = np.asarray(pred)
+      counts.append(int(local_mask.sum()))
     else:
-      confusion.add(result)
+      images = _global(batch['image'], mesh)
+      labels = _global(np.asarray(batch['label'], np.int32), mesh)
+      mask = _global(local_mask, mesh)
+      result, preds, count = step(variables, images, labels, mask)
+      counts.append(count)
+      if head == 'cls':
+        total += np.asarray(metrics.fetch_replicated(result), np.int64)
+      else:
+        confusion.add(result)
+      local_preds = None
     want_pictures = jax.process_index() == 0 and len(pictures) < num_pictures
     if want_pictures or on_batch is not None:
-      local_preds = local_rows(preds)
+      if local_preds is None:
+        local_preds = local_rows(preds)
       if on_batch is not None:
         on_batch(batch, local_preds)
       for i in np.flatnonzero(local_mask):
-        if jax.process_index() != 0 or len(pictures) >= num_pictures:
+        if not want_pictures or len(pictures) >= num_pictures:
           break
-        pictures.append((np.asarray(batch['image'][i]), np.asarray(batch['label'][i]),
-                         local_preds[i]))
+        h, w = (int(heights[i]), int(widths[i])) if head != 'cls' else (None, None)
+        image = np.asarray(batch['image'][i])
+        label = np.asarray(batch['label'][i])
+        pred = local_preds[i]
+        if head != 'cls':
+          image, label, pred = image[:h, :w], label[:h, :w], pred[:h, :w]
+        pictures.append((image, label, pred))
     num_batches += 1
-  num_examples = int(sum(int(metrics.fetch_replicated(c)) for c in counts))
+  if per_image is not None:
+    num_examples = int(_sum_over_processes(np.array([sum(counts)]))[0])
+  else:
+    num_examples = int(sum(int(metrics.fetch_replicated(c)) for c in counts))
   if num_examples == 0:
     raise EmptyDatasetError(
         f'the evaluation set is empty ({num_batches} batches, 0 unpadded examples): check '
@@ -177,6 +258,8 @@ def evaluate(model, variables, eval_loader: Iterable[Mapping[str, np.ndarray]], 
     out = metrics.classification_metrics(total)
   else:
     matrix = confusion.result()
+    if per_image is not None:
+      matrix = _sum_over_processes(matrix)
     out = metrics.segmentation_metrics(matrix)
     out['confusion_matrix'] = matrix
   out.update(num_examples=num_examples, pictures=pictures, seconds=seconds)
