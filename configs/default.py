@@ -84,6 +84,11 @@ def get_config():
   config.eval.mode = 'whole'              # 'whole' | 'sliding'
   config.eval.crop_size = (1024, 2048)    # sliding-window size (H, W)
   config.eval.stride_rate = 2.0 / 3.0     # sliding stride = crop * stride_rate
+  # 'border': the last window shifted to end at the image border, no padding (the
+  # Cityscapes code, whose stride_rate is 1.0); 'pad': windows on the stride grid,
+  # the last ones padded with black to the crop (the base code: PASCAL-Context, LIP,
+  # ADE20K). See hrnet_jax/inference.py.
+  config.eval.window_layout = 'border'
   config.eval.scales = (1.0,)             # (0.5, 0.75, 1.0, 1.25, 1.5, 1.75) for ms
   config.eval.flip = False
   config.eval.num_pictures = 4            # prediction pictures written per evaluation
