@@ -51,6 +51,11 @@ def get_config():
   config.data.ignore_label = 255
   config.data.num_workers = 2             # grain worker processes per host
   config.data.max_eval_examples = -1      # -1 = the whole split
+  # Evaluation batches are padded (bottom/right) to this (H, W) and carry each image's true
+  # 'height'/'width'; None = the dataset's fixed image size (Cityscapes, hrnet_synthetic).
+  # Needed for datasets of varying sizes: e.g. (512, 512) PASCAL-Context, LIP.
+  config.data.eval_pad_size = config_dict.placeholder(tuple)
+  config.data.eval_resize = 256           # classification eval: short side, then crop_size
 
   # --- optimisation ------------------------------------------------------------
   config.global_batch_size = 12           # 4 GPUs x 3 in the official run

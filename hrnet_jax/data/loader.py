@@ -1,0 +1,332 @@
+"""Deterministic, resumable, multi-process input pipelines (grain over `tfds.data_source`).
+
+Training order. Epoch e is the permutation `default_rng([seed, e, _PERM]).permutation(n)`
+of the split; global step s of the epoch takes positions [s*B, (s+1)*B) of it (B = global
+batch, n // B steps per epoch, the rest dropped as drop_last); process p of P takes the
+p-th contiguous slice of b = B / P examples. Example r of epoch e is augmented with
+`default_rng([seed, e, r])`. Hence the stream is a pure function of (seed, step): shards
+are disjoint, the global batches do not depend on the number of processes or workers,
+and the iterator state is just the next step, so a restore (in a new process, with any
+number of workers) continues with exactly the batch that would have come next.
+
+Evaluation. Example i of the split goes to global slot i of ceil(n / B) batches; slots
+past n are padding with mask False, so every process runs the same number of batches and
+each example counts exactly once. Images are padded bottom/right to a fixed size and
+carry their true height/width.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from typing import Any
+
+import cv2
+import grain
+import numpy as np
+
+from hrnet_jax.data import sources
+from hrnet_jax.data import transforms
+from hrnet_jax.data.errors import DataError
+from hrnet_jax.data.registry import DatasetInfo, get_dataset_info
+
+_PERM = 0x5EED          # separates the shuffling stream from the augmentation streams
+_STATE_VERSION = 1
+_INFINITE = sys.maxsize // 4
+
+
+def _worker_init(worker_index: int, worker_count: int) -> None:
+  del worker_index, worker_count
+  cv2.setNumThreads(1)   # parallelism comes from the worker processes
+
+
+@dataclasses.dataclass(frozen=True)
+class _Options:
+  """What the per-example functions need from the config."""
+  task: str
+  crop_size: tuple[int, int]
+  base_size: int
+  scale_factor: int
+  multi_scale: bool
+  flip: bool
+  ignore_label: int
+  eval_pad_size: tuple[int, int] | None
+  eval_resize: int
+
+
+def _options(config, info: DatasetInfo) -> _Options:
+  data = config.data
+  pad = data.get('eval_pad_size', None)
+  return _Options(
+      task=info.task, crop_size=tuple(int(v) for v in data.crop_size),
+      base_size=int(data.base_size), scale_factor=int(data.scale_factor),
+      multi_scale=bool(data.multi_scale), flip=bool(data.flip),
+      ignore_label=int(data.ignore_label),
+      eval_pad_size=tuple(int(v) for v in pad) if pad else None,
+      eval_resize=int(data.get('eval_resize', 256)))
+
+
+def _per_process(global_batch: int, process_count: int, what: str) -> int:
+  if global_batch <= 0 or global_batch % process_count:
+    raise DataError(f'{what}={global_batch} must be a positive multiple of the number of '
+                    f'processes ({process_count})')
+  return global_batch // process_count
+
+
+class _TrainExample:
+  """Local position -> augmented example (picklable: runs in grain worker processes)."""
+
+  def __init__(self, source, info: DatasetInfo, split: str, options: _Options, *,
+               seed: int, batch: int, global_batch: int, process_index: int):
+    self.source, self.info, self.split, self.options = source, info, split, options
+    self.seed, self.batch, self.global_batch = seed, batch, global_batch
+    self.process_index = process_index
+    self.num_records = len(source)
+    self.steps_per_epoch = self.num_records // global_batch
+    self._perms: dict[int, np.ndarray] = {}
+
+  def record_at(self, position: int) -> tuple[int, int]:
+    """(epoch, record index) of this process's `position`-th training example."""
+    epoch, local = divmod(position, self.steps_per_epoch * self.batch)
+    step, within = divmod(local, self.batch)
+    perm = self._perms.get(epoch)
+    if perm is None:
+      perm = np.random.default_rng([self.seed, epoch, _PERM]).permutation(self.num_records)
+      self._perms = {epoch: perm}    # one epoch at a time is enough and keeps workers small
+    return epoch, int(perm[step * self.global_batch + self.process_index * self.batch + within])
+
+  def __call__(self, position: int) -> dict[str, np.ndarray]:
+    epoch, record = self.record_at(position)
+    rng = np.random.default_rng([self.seed, epoch, record])
+    example = self.source[record]
+    what = sources.example_id(example, self.info, self.split, record)
+    opt = self.options
+    if opt.task == 'classification':
+      image, label = sources.decode_classification(example, self.info, what)
+      image = transforms.train_classification(image, rng, size=opt.crop_size[0],
+                                              flip=opt.flip)
+      return {'image': image, 'label': np.int32(label)}
+    image, label = sources.decode_segmentation(example, self.info, what)
+    draw = transforms.draw_segmentation(
+        rng, image.shape[0], image.shape[1], crop_size=opt.crop_size,
+        base_size=opt.base_size, scale_factor=opt.scale_factor,
+        multi_scale=opt.multi_scale, flip=opt.flip, lip_order=self.info.lip_order)
+    image, label = transforms.apply_segmentation(
+        image, label, draw, crop_size=opt.crop_size, base_size=opt.base_size,
+        ignore_label=opt.ignore_label, flip_pairs=self.info.flip_pairs,
+        lip_order=self.info.lip_order)
+    # Decoded as BGR (OpenCV); converting only the crop is cheaper than the whole image.
+    return {'image': cv2.cvtColor(image, cv2.COLOR_BGR2RGB), 'label': label.astype(np.int32)}
+
+
+def _collate(examples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+
+
+def _to_iterator(dataset: grain.MapDataset, num_workers: int, num_threads: int = 2):
+  if num_workers > 0:
+    from absl import flags  # pylint: disable=g-import-not-at-top
+    if not flags.FLAGS.is_parsed():
+      # grain's worker start-up reads its absl flags; outside absl.app (tests, notebooks)
+      # nothing parsed them, so take their defaults.
+      flags.FLAGS.mark_as_parsed()
+    it_ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=1))
+    it_ds = it_ds.mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=1),
+        worker_init_fn=_worker_init)
+  else:
+    it_ds = dataset.to_iter_dataset(
+        grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=num_threads))
+  return iter(it_ds)
+
+
+def _closing(iterator):
+  """Yields from a grain iterator and stops its threads/processes when done."""
+  try:
+    yield from iterator
+  finally:
+    if hasattr(iterator, 'close'):
+      iterator.close()
+
+
+class TrainLoader:
+  """Endless iterator of per-process training batches with get_state()/set_state().
+
+  Batches: {'image': uint8 (b, H, W, 3), 'label': int32 (b, H, W)} for segmentation,
+  {'image': uint8 (b, S, S, 3), 'label': int32 (b,)} for classification.
+  """
+
+  def __init__(self, example_fn: _TrainExample, *, num_workers: int, dataset: str):
+    self._fn = example_fn
+    self._num_workers = num_workers
+    self._dataset = dataset
+    self._batches = grain.MapDataset.range(0, _INFINITE).map(example_fn).batch(
+        example_fn.batch, drop_remainder=True, batch_fn=_collate)
+    self._step = 0
+    self._it = None
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self._fn.steps_per_epoch
+
+  @property
+  def num_examples(self) -> int:
+    return self._fn.num_records
+
+  @property
+  def step(self) -> int:
+    """The global step of the next batch."""
+    return self._step
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    if self._it is None:
+      self._it = _to_iterator(self._batches[self._step:], self._num_workers)
+    batch = next(self._it)
+    self._step += 1
+    return batch
+
+  def get_state(self) -> dict[str, Any]:
+    """JSON-serialisable state; independent of worker and process counts."""
+    fn = self._fn
+    return {'version': _STATE_VERSION, 'dataset': self._dataset, 'split': fn.split,
+            'seed': fn.seed, 'global_batch_size': fn.global_batch,
+            'num_examples': fn.num_records, 'next_step': self._step}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    if isinstance(state, (bytes, str)):
+      import json  # pylint: disable=g-import-not-at-top
+      state = json.loads(state)
+    expected = self.get_state()
+    for key in ('version', 'dataset', 'split', 'seed', 'global_batch_size', 'num_examples'):
+      if state.get(key) != expected[key]:
+        raise DataError(f'data iterator state is for {key}={state.get(key)!r} but this '
+                        f'loader has {key}={expected[key]!r}; restore with the same config')
+    self.close()
+    self._step = int(state['next_step'])
+
+  def close(self) -> None:
+    if self._it is not None and hasattr(self._it, 'close'):
+      self._it.close()
+    self._it = None
+
+
+def make_train_loader(config, *, process_index: int = 0, process_count: int = 1
+                      ) -> TrainLoader:
+  """The training iterator of this process (see the module docstring for the order)."""
+  info = get_dataset_info(config.data.name)
+  options = _options(config, info)
+  batch = _per_process(int(config.global_batch_size), process_count, 'global_batch_size')
+  source = sources.open_split(info, config.data.train_split, data_dir=config.data.data_dir,
+                              manual_dir=config.data.manual_dir)
+  if len(source) < config.global_batch_size:
+    raise DataError(f'{info.name} {config.data.train_split} has {len(source)} examples, '
+                    f'fewer than global_batch_size={config.global_batch_size}')
+  fn = _TrainExample(source, info, config.data.train_split, options, seed=int(config.seed),
+                     batch=batch, global_batch=int(config.global_batch_size),
+                     process_index=process_index)
+  return TrainLoader(fn, num_workers=int(config.data.num_workers), dataset=info.name)
+
+
+class _EvalExample:
+  """Global slot -> whole (padded) example, or an all-padding example past the split."""
+
+  def __init__(self, source, info: DatasetInfo, split: str, options: _Options, *,
+               num_examples: int, pad_size: tuple[int, int], batch: int,
+               global_batch: int, process_index: int):
+    self.source, self.info, self.split, self.options = source, info, split, options
+    self.num_examples, self.pad_size = num_examples, pad_size
+    self.batch, self.global_batch, self.process_index = batch, global_batch, process_index
+
+  def __call__(self, position: int) -> dict[str, np.ndarray]:
+    step, within = divmod(position, self.batch)
+    index = step * self.global_batch + self.process_index * self.batch + within
+    opt, info = self.options, self.info
+    if index >= self.num_examples:
+      return self._padding()
+    example = self.source[index]
+    what = sources.example_id(example, info, self.split, index)
+    if opt.task == 'classification':
+      image, label = sources.decode_classification(example, info, what)
+      image = transforms.eval_classification(image, resize=opt.eval_resize,
+                                             crop=opt.crop_size[0])
+      return {'image': image, 'label': np.int32(label), 'mask': np.bool_(True),
+              'index': np.int32(index)}
+    image, label = sources.decode_segmentation(example, info, what)
+    h, w = label.shape
+    if h > self.pad_size[0] or w > self.pad_size[1]:
+      raise DataError(f'{what}: image is {h}x{w}, larger than config.data.eval_pad_size='
+                      f'{self.pad_size}; raise eval_pad_size')
+    image = transforms.pad_to(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), self.pad_size, 0)
+    label = transforms.pad_to(label, self.pad_size, opt.ignore_label)
+    return {'image': image, 'label': label.astype(np.int32), 'mask': np.bool_(True),
+            'height': np.int32(h), 'width': np.int32(w), 'index': np.int32(index)}
+
+  def _padding(self) -> dict[str, np.ndarray]:
+    if self.options.task == 'classification':
+      size = self.options.crop_size[0]
+      return {'image': np.zeros((size, size, 3), np.uint8), 'label': np.int32(-1),
+              'mask': np.bool_(False), 'index': np.int32(-1)}
+    return {'image': np.zeros(self.pad_size + (3,), np.uint8),
+            'label': np.full(self.pad_size, self.options.ignore_label, np.int32),
+            'mask': np.bool_(False), 'height': np.int32(0), 'width': np.int32(0),
+            'index': np.int32(-1)}
+
+
+class EvalLoader:
+  """Re-iterable evaluation batches; the same `len()` on every process.
+
+  Segmentation batches: {'image': uint8 (b, Hp, Wp, 3), 'label': int32 (b, Hp, Wp) padded
+  with ignore_label, 'mask': bool (b,), 'height', 'width': int32 (b,) true image sizes,
+  'index': int32 (b,) example index in the split (-1 = padding)}.
+  Classification: {'image': uint8 (b, S, S, 3), 'label': int32 (b,), 'mask', 'index'}.
+  """
+
+  def __init__(self, example_fn: _EvalExample, num_batches: int, num_workers: int):
+    self._fn, self._num_batches, self._num_workers = example_fn, num_batches, num_workers
+    self._batches = grain.MapDataset.range(0, num_batches * example_fn.batch).map(
+        example_fn).batch(example_fn.batch, drop_remainder=True, batch_fn=_collate)
+
+  @property
+  def num_examples(self) -> int:
+    return self._fn.num_examples
+
+  @property
+  def pad_size(self) -> tuple[int, int]:
+    return self._fn.pad_size
+
+  def __len__(self) -> int:
+    return self._num_batches
+
+  def __iter__(self):
+    # Threads, not processes: decoding and padding release the GIL, and fresh worker
+    # processes for every evaluation would cost seconds of start-up each time.
+    return _closing(_to_iterator(self._batches, 0, num_threads=max(2, self._num_workers)))
+
+
+def make_eval_loader(config, *, process_index: int = 0, process_count: int = 1,
+                     split: str | None = None) -> EvalLoader:
+  """Evaluation batches of this process over the whole split (or max_eval_examples)."""
+  info = get_dataset_info(config.data.name)
+  options = _options(config, info)
+  split = split or config.data.eval_split
+  global_batch = int(config.eval.global_batch_size)
+  batch = _per_process(global_batch, process_count, 'eval.global_batch_size')
+  source = sources.open_split(info, split, data_dir=config.data.data_dir,
+                              manual_dir=config.data.manual_dir)
+  n = len(source)
+  if config.data.max_eval_examples and config.data.max_eval_examples > 0:
+    n = min(n, int(config.data.max_eval_examples))
+  pad_size = options.eval_pad_size
+  if pad_size is None and info.task == 'segmentation':
+    fixed = sources.image_shape(source, info)
+    if None in fixed:
+      raise DataError(f'{info.name} images vary in size: set config.data.eval_pad_size '
+                      '(h, w) to at least the largest evaluation image')
+    pad_size = fixed
+  fn = _EvalExample(source, info, split, options, num_examples=n,
+                    pad_size=tuple(pad_size) if pad_size else None, batch=batch,
+                    global_batch=global_batch, process_index=process_index)
+  return EvalLoader(fn, math.ceil(n / global_batch), int(config.data.num_workers))

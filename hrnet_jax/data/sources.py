@@ -1,0 +1,166 @@
+"""Building TFDS datasets (ArrayRecord) and reading their examples.
+
+TensorFlow is only imported to *build* a dataset, once, and then with few threads and no
+accelerators; reading goes through `tfds.data_source` (ArrayRecord + numpy decoding),
+which does not import TensorFlow. Images are decoded here with OpenCV (not by TFDS) so that
+a corrupt file or an image/label size mismatch becomes a `DataError` naming the example.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+from typing import Any
+
+import cv2
+import numpy as np
+
+from hrnet_jax.data.errors import DataError
+from hrnet_jax.data.registry import DatasetInfo
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+# oneDNN only changes TF float kernels (unused here: TF just encodes while building) and
+# announces itself on stderr at import.
+os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
+
+
+def _tfds():
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tfds
+
+
+def default_data_dir() -> str:
+  return os.environ.get('TFDS_DATA_DIR') or os.path.join(
+      os.path.expanduser('~'), 'tensorflow_datasets')
+
+
+def default_manual_dir(data_dir: str) -> str:
+  return os.path.join(data_dir, 'downloads', 'manual')
+
+
+def _limit_tensorflow() -> None:
+  """Few threads and no GPU/TPU for TF: the build must not compete with JAX."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    tf.config.threading.set_intra_op_parallelism_threads(2)
+    tf.config.threading.set_inter_op_parallelism_threads(2)
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:  # TF already initialised by the caller: keep its settings.
+    pass
+
+
+@contextlib.contextmanager
+def _build_lock(data_dir: str, name: str):
+  """Serialises builds of one dataset by several processes on one machine."""
+  import fcntl  # pylint: disable=g-import-not-at-top
+  os.makedirs(data_dir, exist_ok=True)
+  path = os.path.join(data_dir, f'.{name.replace("/", "_")}.lock')
+  with open(path, 'w') as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def check_manual_files(info: DatasetInfo, manual_dir: str) -> None:
+  missing = [f for f in info.manual_files if not os.path.exists(os.path.join(manual_dir, f))]
+  if missing:
+    raise DataError(
+        f'dataset {info.name!r} is not built yet and needs {", ".join(info.manual_files)} in '
+        f'{manual_dir} (missing: {", ".join(missing)}); download them from '
+        f'{info.download_url} and put them there, or point config.data.manual_dir '
+        'at their directory')
+
+
+def get_builder(info: DatasetInfo, *, data_dir: str | None = None,
+                manual_dir: str | None = None, build: bool = True):
+  """The TFDS builder of `info`, built (ArrayRecord) into `data_dir` if it is not yet."""
+  tfds = _tfds()
+  if info.builder_module:
+    importlib.import_module(info.builder_module)   # registers our own builders
+  data_dir = data_dir or default_data_dir()
+  builder = tfds.builder(info.tfds_name, data_dir=data_dir, file_format='array_record')
+  if builder.is_prepared() or not build:
+    return builder
+  manual_dir = manual_dir or default_manual_dir(data_dir)
+  check_manual_files(info, manual_dir)
+  with _build_lock(data_dir, info.tfds_name):
+    builder = tfds.builder(info.tfds_name, data_dir=data_dir, file_format='array_record')
+    if not builder.is_prepared():
+      _limit_tensorflow()
+      logging.info('Building %s into %s', info.tfds_name, data_dir)
+      tfds.disable_progress_bar()
+      builder.download_and_prepare(
+          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  return builder
+
+
+def open_split(info: DatasetInfo, split: str, *, data_dir: str | None = None,
+               manual_dir: str | None = None):
+  """A random-access source of raw examples (encoded image bytes) of one split."""
+  tfds = _tfds()
+  builder = get_builder(info, data_dir=data_dir, manual_dir=manual_dir)
+  decoders = {info.image_key: tfds.decode.SkipDecoding()}
+  if info.task == 'segmentation':
+    decoders[info.label_key] = tfds.decode.SkipDecoding()
+  try:
+    return builder.as_data_source(split=info.tfds_split(split), decoders=decoders)
+  except NotImplementedError as e:
+    raise DataError(f'{builder.data_dir} holds {info.tfds_name} in another file format; '
+                    f'delete it (or use another config.data.data_dir) to rebuild it as '
+                    f'ArrayRecord ({e})') from e
+
+
+def image_shape(source: Any, info: DatasetInfo) -> tuple[int | None, int | None]:
+  """The (h, w) of every image of the dataset, or Nones when sizes vary."""
+  shape = source.dataset_info.features[info.image_key].shape
+  return shape[0], shape[1]
+
+
+def example_id(example: dict[str, Any], info: DatasetInfo, split: str, index: int) -> str:
+  value = example.get(info.id_key) if info.id_key else None
+  if isinstance(value, bytes):
+    value = value.decode('utf-8', 'replace')
+  return f'{info.name} {split} example {index}' + (f' ({value})' if value else '')
+
+
+def decode_image(data: bytes, what: str, *, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+  array = cv2.imdecode(np.frombuffer(data, np.uint8), flags) if len(data) else None
+  if array is None:
+    raise DataError(f'{what}: cannot decode the encoded image ({len(data)} bytes, corrupt '
+                    'file?); replace the file and rebuild the dataset')
+  return array
+
+
+def decode_segmentation(example: dict[str, Any], info: DatasetInfo, what: str
+                        ) -> tuple[np.ndarray, np.ndarray]:
+  """(image BGR uint8 (h, w, 3), label uint8 (h, w) training ids) of a raw example."""
+  image = decode_image(example[info.image_key], f'{what} image')
+  label = decode_image(example[info.label_key], f'{what} label', flags=cv2.IMREAD_UNCHANGED)
+  if label.ndim == 3 and label.shape[2] == 1:
+    label = label[..., 0]
+  if label.ndim != 2 or label.dtype != np.uint8:
+    raise DataError(f'{what}: label must be a single-channel 8-bit map, got shape '
+                    f'{label.shape} {label.dtype}')
+  if label.shape != image.shape[:2]:
+    raise DataError(f'{what}: image is {image.shape[0]}x{image.shape[1]} but label is '
+                    f'{label.shape[0]}x{label.shape[1]}; fix or remove this example')
+  if info.label_to_train_id is not None:
+    label = cv2.LUT(label, info.label_to_train_id)
+  return image, label
+
+
+def decode_classification(example: dict[str, Any], info: DatasetInfo, what: str
+                          ) -> tuple[np.ndarray, int]:
+  """(image RGB uint8, label) decoded with PIL as torchvision's ImageFolder does."""
+  import io  # pylint: disable=g-import-not-at-top
+  from PIL import Image, UnidentifiedImageError  # pylint: disable=g-import-not-at-top
+  try:
+    with Image.open(io.BytesIO(example[info.image_key])) as pil:
+      image = np.asarray(pil.convert('RGB'))
+  except (UnidentifiedImageError, OSError) as e:
+    raise DataError(f'{what} image: cannot decode the encoded image ({e}); replace the '
+                    'file and rebuild the dataset') from e
+  return image, int(example[info.label_key])
