@@ -17,9 +17,9 @@ from hrnet_jax.data.errors import DataError
 from hrnet_jax.data.registry import DatasetInfo, dataset_names, get_dataset_info
 
 _LAZY = {
-    'normalize': 'hrnet_jax.data.normalize',
-    'MEAN_RGB': 'hrnet_jax.data.normalize',
-    'STD_RGB': 'hrnet_jax.data.normalize',
+    'normalize': 'hrnet_jax.data.normalization',
+    'MEAN_RGB': 'hrnet_jax.data.normalization',
+    'STD_RGB': 'hrnet_jax.data.normalization',
     'make_train_loader': 'hrnet_jax.data.loader',
     'make_eval_loader': 'hrnet_jax.data.loader',
     'TrainLoader': 'hrnet_jax.data.loader',

@@ -103,8 +103,8 @@ class _Canvas:
 def _background(c: _Canvas, horizon: int, u: float):
   """Paints sky, buildings, trees and ground; returns road_span(y) -> (left, right)."""
   rng, h, w = c.rng, c.h, c.w
-  c.rect(0, 0, w, h, SKY, (95 + rng.integers(-20, 20), 150, 225), texture='vgradient',
-         sigma=3.0)
+  c.rect(0, 0, w, horizon + 8 * u, SKY, (95 + rng.integers(-20, 20), 150, 225),
+         texture='vgradient', sigma=3.0)
   # Buildings along the horizon, with gaps showing sky.
   x = -rng.uniform(0, 30 * u)
   while x < w:
