@@ -46,21 +46,6 @@ flags.DEFINE_boolean('distributed', False,
 flags.mark_flags_as_required(['config', 'checkpoint', 'workdir'])
 
 
-def _name_lookup(config, info):
-  """index -> the example's id (Cityscapes: city_seq_frame) from the raw split."""
-  from hrnet_jax.data import sources  # pylint: disable=g-import-not-at-top
-  source = sources.open_split(info, config.data.eval_split, data_dir=config.data.data_dir,
-                              manual_dir=config.data.manual_dir)
-
-  def name_of(index: int) -> str:
-    value = source[index].get(info.id_key) if info.id_key else None
-    if isinstance(value, bytes):
-      value = value.decode('utf-8')
-    return str(value) if value else f'{config.data.eval_split}_{index:06d}'
-
-  return name_of
-
-
 def run(config, *, checkpoint: str, workdir: str, which: str = 'latest',
         submission_dir: str | None = None) -> dict:
   model, variables, meta = predict.load_checkpoint_model(checkpoint, which=which,
@@ -73,7 +58,7 @@ def run(config, *, checkpoint: str, workdir: str, which: str = 'latest',
   writer = None
   if submission_dir:
     writer = eval_outputs.SubmissionWriter(
-        submission_dir, name_of=_name_lookup(config, info),
+        submission_dir, name_of=eval_outputs.example_names(config, info),
         label_to_train_id=info.label_to_train_id, num_classes=int(config.model.num_classes))
   results = evaluate.evaluate(model, variables, loader, config=config, mesh=mesh,
                               on_batch=writer)

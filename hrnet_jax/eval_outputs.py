@@ -110,6 +110,21 @@ def train_id_to_label_id(label_to_train_id: np.ndarray | None, num_classes: int)
   return inverse
 
 
+def example_names(config, info) -> Callable[[int], str]:
+  """index -> the example's id in the eval split (Cityscapes: city_seq_frame)."""
+  from hrnet_jax.data import sources  # pylint: disable=g-import-not-at-top  (TFDS: slow)
+  source = sources.open_split(info, config.data.eval_split, data_dir=config.data.data_dir,
+                              manual_dir=config.data.manual_dir)
+
+  def name_of(index: int) -> str:
+    value = source[index].get(info.id_key) if info.id_key else None
+    if isinstance(value, bytes):
+      value = value.decode('utf-8')
+    return str(value) if value else f'{config.data.eval_split}_{index:06d}'
+
+  return name_of
+
+
 _CITYSCAPES_ID = re.compile(r'^([a-z_]+?)_(\d{6})_(\d{6})')
 
 
