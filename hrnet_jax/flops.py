@@ -4,6 +4,7 @@ The official HRNet READMEs report "GFLOPs" as the multiply-adds of conv and line
 divided by 2^30, for a batch of one; `gflops` follows that convention so the published
 figures can be compared directly.
 """
+import inspect
 from typing import Sequence
 
 import flax.linen as nn
@@ -17,7 +18,9 @@ from hrnet_jax.models.layers import Conv2d, Linear
 def _abstract_init(model: nn.Module, input_hw: Sequence[int], channels: int = 3):
   images = jax.ShapeDtypeStruct((1, int(input_hw[0]), int(input_hw[1]), channels),
                                 jnp.float32)
-  return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
+  # Inference mode where the module has one (HRNet and its parts); plain layers have none.
+  kwargs = {'train': False} if 'train' in inspect.signature(type(model).__call__).parameters else {}
+  return jax.eval_shape(lambda x: model.init(jax.random.key(0), x, **kwargs), images)
 
 
 def count_params(model: nn.Module, input_hw: Sequence[int] = (224, 224)) -> int:

@@ -1,0 +1,93 @@
+"""Layers against PyTorch: resizing (both align_corners, up and down, nearest), BatchNorm
+running statistics, convolution padding."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import hrnet_jax
+from hrnet_jax.models import BatchNorm, Conv2d, ModelOptions
+
+
+def _nchw(x):
+  return torch.from_numpy(np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2))))
+
+
+def _nhwc(t):
+  return np.transpose(t.detach().numpy(), (0, 2, 3, 1))
+
+
+@pytest.mark.parametrize('align_corners', [False, True])
+@pytest.mark.parametrize('src, dst', [((15, 30), (60, 120)), ((7, 9), (29, 31)),
+                                      ((97, 193), (25, 49)), ((5, 6), (1, 1)),
+                                      ((64, 64), (64, 96))])
+def test_bilinear_resize_equals_torch(src, dst, align_corners):
+  x = np.random.default_rng(0).standard_normal((2, *src, 3)).astype(np.float32)
+  ours = hrnet_jax.resize_bilinear(jnp.asarray(x), dst, align_corners=align_corners)
+  ref = F.interpolate(_nchw(x), size=dst, mode='bilinear', align_corners=align_corners)
+  np.testing.assert_allclose(ours, _nhwc(ref), atol=1e-5)
+
+
+@pytest.mark.parametrize('src, dst', [((4, 6), (16, 24)), ((5, 7), (13, 20)),
+                                      ((16, 16), (5, 9))])
+def test_nearest_resize_equals_torch(src, dst):
+  x = np.random.default_rng(0).standard_normal((1, *src, 2)).astype(np.float32)
+  ours = hrnet_jax.resize_nearest(jnp.asarray(x), dst)
+  ref = F.interpolate(_nchw(x), size=dst, mode='nearest')
+  np.testing.assert_array_equal(ours, _nhwc(ref))
+
+
+def test_resize_rejects_bad_shapes():
+  with pytest.raises(ValueError, match='NHWC'):
+    hrnet_jax.resize_bilinear(jnp.zeros((4, 4, 3)), (8, 8))
+  with pytest.raises(ValueError, match='height, width'):
+    hrnet_jax.resize_bilinear(jnp.zeros((1, 4, 4, 3)), (0, 8))
+
+
+@pytest.mark.parametrize('momentum', [0.01, 0.1])
+def test_batchnorm_train_step_moves_statistics_like_torch(momentum):
+  rng = np.random.default_rng(0)
+  x = (rng.standard_normal((3, 5, 7, 4)) * 2 + 1).astype(np.float32)
+  gamma, beta = rng.uniform(0.5, 1.5, 4), rng.standard_normal(4)
+  mean0, var0 = rng.standard_normal(4), rng.uniform(0.5, 1.5, 4)
+  bn = BatchNorm(ModelOptions(bn_momentum=momentum))
+  variables = {'params': {'scale': jnp.asarray(gamma, jnp.float32),
+                          'bias': jnp.asarray(beta, jnp.float32)},
+               'batch_stats': {'mean': jnp.asarray(mean0, jnp.float32),
+                               'var': jnp.asarray(var0, jnp.float32)}}
+  y, state = bn.apply(variables, jnp.asarray(x), True, mutable=['batch_stats'])
+
+  ref = torch.nn.BatchNorm2d(4, eps=1e-5, momentum=momentum)
+  with torch.no_grad():
+    ref.weight.copy_(torch.tensor(gamma))
+    ref.bias.copy_(torch.tensor(beta))
+    ref.running_mean.copy_(torch.tensor(mean0))
+    ref.running_var.copy_(torch.tensor(var0))
+  ref.train()
+  y_ref = ref(_nchw(x))
+  np.testing.assert_allclose(y, _nhwc(y_ref), atol=1e-5)
+  np.testing.assert_allclose(state['batch_stats']['mean'], ref.running_mean.numpy(), atol=1e-6)
+  np.testing.assert_allclose(state['batch_stats']['var'], ref.running_var.numpy(), atol=1e-6)
+  # Eval mode normalises with the running statistics, as torch's eval().
+  ref.eval()
+  y_eval = bn.apply({'params': variables['params'], 'batch_stats': state['batch_stats']},
+                    jnp.asarray(x), False)
+  np.testing.assert_allclose(y_eval, _nhwc(ref(_nchw(x))), atol=1e-5)
+
+
+@pytest.mark.parametrize('size', [(8, 8), (7, 10)])
+@pytest.mark.parametrize('kernel, stride', [(3, 2), (3, 1), (1, 1)])
+def test_conv_pads_like_torch(size, kernel, stride):
+  # XLA's 'SAME' pads a stride-2 conv on even inputs (0, 1); PyTorch pads (1, 1).
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((1, *size, 3)).astype(np.float32)
+  conv = Conv2d(5, kernel, stride, use_bias=True)
+  variables = conv.init(jax.random.key(0), jnp.asarray(x))
+  ours = conv.apply(variables, jnp.asarray(x))
+  weight = np.transpose(np.asarray(variables['params']['kernel']), (3, 2, 0, 1))
+  ref = F.conv2d(_nchw(x), torch.from_numpy(weight),
+                 torch.from_numpy(np.asarray(variables['params']['bias'])),
+                 stride=stride, padding=kernel // 2)
+  np.testing.assert_allclose(ours, _nhwc(ref), atol=1e-5)
