@@ -61,13 +61,19 @@ def save_checkpoint(directory, *, model_name=MODEL, num_classes=19, seed=0, data
   return model, variables
 
 
-def reference_labels(model, variables, image_uint8, *, align_corners=False):
-  """Whole-image prediction the plain way: apply, torch bilinear upsample, argmax."""
-  x = inference.normalize(jnp.asarray(image_uint8)[None])
-  logits = np.asarray(jax.jit(model.apply)(variables, x))
+def reference_labels(model, variables, images_uint8, *, align_corners=False):
+  """Whole-image prediction the plain way: apply, torch bilinear upsample, argmax.
+
+  `images_uint8`: (H, W, 3) or a batch (N, H, W, 3) of one size.
+  """
+  images = np.asarray(images_uint8)
+  single = images.ndim == 3
+  images = images[None] if single else images
+  logits = np.asarray(jax.jit(model.apply)(variables, inference.normalize(images)))
   t = torch.from_numpy(logits.transpose(0, 3, 1, 2).copy())
-  up = F.interpolate(t, size=image_uint8.shape[:2], mode='bilinear', align_corners=align_corners)
-  return up[0].argmax(0).numpy()
+  up = F.interpolate(t, size=images.shape[1:3], mode='bilinear', align_corners=align_corners)
+  labels = up.argmax(1).numpy()
+  return labels[0] if single else labels
 
 
 def write_config(path, *, data_dir, model_name=MODEL, extra=''):
