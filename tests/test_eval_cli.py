@@ -138,3 +138,14 @@ def test_per_image_path_equals_image_by_image_reference(setup):
                           mesh=sharding.make_mesh(devices=jax.devices()[:2]))
   np.testing.assert_array_equal(out['confusion_matrix'], expected)
   assert [p[0].shape[:2] for p in out['pictures']] == sizes
+
+
+def test_variables_that_do_not_fit_the_named_model(tmp_path):
+  # Variables of a 19-class model under metadata that claims 20 classes.
+  model = lib.hrnet_jax.create_model(lib.MODEL, head='seg', num_classes=19)
+  variables = lib.random_variables(model)
+  from hrnet_jax import checkpointing, predict
+  checkpointing.save_model(str(tmp_path / 'ckpt'), variables, dict(
+      model=lib.MODEL, head='seg', num_classes=20, options={}, source='test'))
+  with pytest.raises(predict.ModelMismatchError, match=r'shapes differ: .*19.*20'):
+    predict.load_checkpoint_model(str(tmp_path / 'ckpt'))

@@ -171,3 +171,35 @@ def test_two_processes_give_the_single_process_matrix(tmp_path):
   for out, _ in outs:
     line = [l for l in out.splitlines() if l.startswith('RESULT')][0]
     np.testing.assert_array_equal(np.array(json.loads(line[6:])), single)
+
+
+def test_evaluate_classification_top1_top5():
+  import flax.linen as nn
+  import ml_collections
+  from hrnet_jax import evaluate, inference
+
+  class Linear(nn.Module):
+    @nn.compact
+    def __call__(self, x, train=False):
+      return nn.Dense(10)(x.reshape(x.shape[0], -1))
+
+  model = Linear()
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 4, 4, 3)))
+  rng = np.random.default_rng(4)
+  images = rng.integers(0, 256, (21, 4, 4, 3), dtype=np.uint8)
+  labels = rng.integers(0, 10, 21).astype(np.int32)
+  batches = []
+  for s in range(3):
+    idx = np.arange(s * 8, s * 8 + 8)
+    mask = idx < 21
+    take = np.where(mask, idx, 0)
+    batches.append({'image': images[take], 'label': labels[take], 'mask': mask})
+  config = ml_collections.ConfigDict({
+      'model': {'head': 'cls', 'num_classes': 10}, 'data': {'ignore_label': 255, 'name': 'x'},
+      'eval': {'num_pictures': 0}})
+  out = evaluate.evaluate(model, variables, batches, config=config, mesh=sharding.make_mesh())
+  logits = np.asarray(model.apply(variables, inference.normalize(images)))
+  order = np.argsort(-logits, axis=1)
+  assert out['num_examples'] == 21
+  assert out['top1'] == pytest.approx(np.mean(order[:, 0] == labels))
+  assert out['top5'] == pytest.approx(np.mean(np.any(order[:, :5] == labels[:, None], 1)))
