@@ -10,6 +10,7 @@ devices and hosts before it reaches any host.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+import functools
 import time
 from typing import Any
 
@@ -85,6 +86,9 @@ def _check_batch(batch: Mapping[str, Any], head: str) -> None:
     raise ValueError(f"batch['label'] must be (b, H, W), got {np.shape(batch['label'])}.")
 
 
+# Cached: training evaluates every few thousand steps with the same model and protocol,
+# and a new jit wrapper would trace (and look up the compilation) again each time.
+@functools.lru_cache(maxsize=8)
 def make_seg_step(model, *, protocol: inference.Protocol, mesh: Mesh, num_classes: int,
                   ignore_label: int):
   """jit(variables, images, labels, mask) -> (confusion (C, C), predictions, count)."""
@@ -101,7 +105,8 @@ def make_seg_step(model, *, protocol: inference.Protocol, mesh: Mesh, num_classe
   return jax.jit(step)
 
 
-def make_cls_step(model, *, mesh: Mesh, ks=(1, 5)):
+@functools.lru_cache(maxsize=8)
+def make_cls_step(model, *, mesh: Mesh, ks: tuple[int, ...] = (1, 5)):
   """jit(variables, images, labels, mask) -> ([hits@k..., count], top-1 predictions, count)."""
   topk = metrics.topk_fn(mesh, ks=ks)
 
