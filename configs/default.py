@@ -81,10 +81,14 @@ def get_config():
   config.loss.ohem_min_kept = 131072
   config.loss.aux_weight = 0.4            # OCR: 0.4 * aux + 1.0 * final
   config.loss.label_smoothing = 0.0       # classification only
+  # The official trainers compute the loss per GPU (3 images here) and average the GPU
+  # losses; the weighted mean and the OHEM threshold pool pixels of this many images.
+  # 0 = pool the whole (micro-)batch.
+  config.loss.chunk_images = 3
 
   # --- evaluation --------------------------------------------------------------
   config.eval = ml_collections.ConfigDict()
-  config.eval.every_steps = 5000
+  config.eval.every_steps = 5000          # 0 = only after the last step, -1 = never
   config.eval.global_batch_size = 8
   config.eval.mode = 'whole'              # 'whole' | 'sliding'
   config.eval.crop_size = (1024, 2048)    # sliding-window size (H, W)
@@ -105,6 +109,7 @@ def get_config():
   config.checkpoint.every_steps = 1000
   config.checkpoint.keep = 3
   config.checkpoint.keep_best = True      # also keep the best checkpoint by mIoU
+  config.checkpoint.async_save = True     # write while training continues
   config.log_every_steps = 50
   config.seed = 0
   return config

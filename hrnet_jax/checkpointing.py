@@ -11,7 +11,7 @@ Two layouts, both readable by `load_model`:
 * A training workdir (written by `TrainCheckpointManager`)::
 
       WORKDIR/checkpoints/<step>/{state,data_state,config,metadata}   the last K
-      WORKDIR/best/<step>/...                                          best by mIoU
+      WORKDIR/best/<step>/...          the best by mIoU (top-1 for classification)
 
   `state` holds step, params, batch_stats, opt_state and rng; `data_state` the
   iterator state of every process (JSON); `config` the run's config (JSON);
@@ -183,7 +183,7 @@ class TrainCheckpointManager:
       options = ocp.CheckpointManagerOptions(
           max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
           enable_async_checkpointing=async_save,
-          best_fn=(lambda m: m['mIoU']) if best else None, best_mode='max',
+          best_fn=(lambda m: m['score']) if best else None, best_mode='max',
           keep_checkpoints_without_metrics=not best)
       return ocp.CheckpointManager(os.path.join(workdir, sub), options=options,
                                    item_names=item_names)
@@ -194,11 +194,12 @@ class TrainCheckpointManager:
   def latest_step(self) -> int | None:
     return self._last.latest_step()
 
-  def best_miou(self) -> float | None:
+  def best_score(self) -> float | None:
+    """mIoU (segmentation) or top-1 (classification) of the kept best checkpoint."""
     if self._best is None or self._best.best_step() is None:
       return None
     metrics = self._best.metrics(self._best.best_step())
-    return None if metrics is None else float(metrics['mIoU'])
+    return None if metrics is None else float(metrics['score'])
 
   def _args(self, state, data_state, config, metadata):
     data = {'processes': [_encode_data_state(s) for s in _gather_json(
@@ -221,17 +222,17 @@ class TrainCheckpointManager:
     self._last.save(step, args=self._args(state, data_state, config, metadata), force=True)
     return True
 
-  def save_best(self, step: int, state: Any, miou: float, *, data_state: Any, config: Any,
+  def save_best(self, step: int, state: Any, score: float, *, data_state: Any, config: Any,
                 metadata: dict[str, Any]) -> bool:
-    """Keeps this state in best/ when its mIoU beats the best so far."""
+    """Keeps this state in best/ when `score` (mIoU or top-1) beats the best so far."""
     if self._best is None:
       return False
-    best = self.best_miou()
-    if best is not None and miou <= best:
+    best = self.best_score()
+    if best is not None and score <= best:
       return False
     self._best.save(step, args=self._args(state, data_state, config, metadata),
-                    metrics={'mIoU': float(miou)}, force=True)
-    logging.info('New best mIoU %.4f at step %d (previous %s).', miou, step, best)
+                    metrics={'score': float(score)}, force=True)
+    logging.info('New best evaluation score %.4f at step %d (previous %s).', score, step, best)
     return True
 
   def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, Any, int]:

@@ -1,0 +1,183 @@
+"""The train step sharded over 8 simulated devices equals the 1-device step (SyncBN)."""
+import importlib.util
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from hrnet_jax import optim
+from hrnet_jax import sharding
+from hrnet_jax import train_lib
+from hrnet_jax import train_step as ts
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOL = dict(rtol=1e-5, atol=1e-5)
+
+
+def load_config(name='default'):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, 'configs',
+                                                                   f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def tiny_config(**overrides):
+  config = load_config()
+  config.model.name = 'hrnet_w18_small_v1'
+  config.model.num_classes = 5
+  config.loss.class_weights = (0.8, 1.2, 1.0, 0.9, 1.1)
+  config.loss.chunk_images = 0
+  config.global_batch_size = 8
+  config.num_train_steps = 100
+  config.optimizer.learning_rate = 0.05
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return config
+
+
+def tiny_batch(n=8, size=32, num_classes=5, seed=0):
+  """Blocky images whose labels follow the red channel: coherent gradients.
+
+  (With random labels the per-pixel gradients cancel and float32 summation order alone
+  moves the gradients by more than 1e-5 relative; a learnable batch keeps the
+  comparison about sharding, not about cancellation.)
+  """
+  rng = np.random.default_rng(seed)
+  small = rng.integers(0, 256, (n, size // 4, size // 4, 3))
+  image = np.repeat(np.repeat(small, 4, 1), 4, 2) + rng.integers(0, 20, (n, size, size, 3))
+  image = np.clip(image, 0, 255).astype(np.uint8)
+  label = (image[..., 0].astype(np.int32) * num_classes // 256).astype(np.int32)
+  label[:, : size // 8] = 255
+  return {'image': image, 'label': label}
+
+
+class TinySeg(nn.Module):
+  """conv-BN-ReLU, stride-2 conv: the step logic without HRNet's compile time."""
+  num_classes: int = 5
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = nn.Conv(8, (3, 3), strides=2)(x)
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+    return nn.Conv(self.num_classes, (3, 3), strides=2)(x)
+
+
+def _setup(config, mesh, model=None):
+  model = model or train_lib.build_model(config)
+  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  state, shardings = ts.create_state(model, tx, seed=config.seed, mesh=mesh,
+                                     fsdp=config.mesh.fsdp > 1)
+  loss_fn = ts.make_loss_fn(model, config, align_corners=False)
+  grad_fn = ts.make_grad_fn(loss_fn, int(config.grad_accum_steps))
+  step = ts.jit_train_step(ts.make_train_step(grad_fn, tx, schedule, with_grads=True),
+                           mesh, shardings)
+  return state, step
+
+
+def _run(config, mesh, batch, model=None):
+  state, step = _setup(config, mesh, model)
+  specs = [str(x.sharding.spec) for x in jax.tree.leaves(state.params)]
+  state, metrics = step(state, sharding.global_batch(batch, mesh))
+  out = jax.device_get({'loss': metrics['loss'], 'grads': metrics['grads'],
+                        'params': state.params, 'batch_stats': state.batch_stats,
+                        'opt_state': state.opt_state})
+  return dict(out, param_specs=specs)
+
+
+def assert_trees_close(actual, desired, rtol=1e-5):
+  """Elementwise |a - d| <= rtol * (|d| + max|desired tree|).
+
+  The absolute part is relative to the tree's largest entry: some gradients are zero
+  in exact arithmetic (a conv bias right before a BatchNorm) and are pure float noise.
+  """
+  scale = max(float(np.abs(x).max()) for x in jax.tree.leaves(desired))
+  flat_a = jax.tree_util.tree_leaves_with_path(actual)
+  flat_d = jax.tree.leaves(desired)
+  assert len(flat_a) == len(flat_d)
+  for (path, a), d in zip(flat_a, flat_d):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(d), rtol=rtol, atol=rtol * scale,
+                               err_msg=jax.tree_util.keystr(path))
+
+
+@pytest.fixture(scope='module')
+def one_device():
+  config = tiny_config()
+  mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
+  return _run(config, mesh, tiny_batch())
+
+
+def test_eight_devices_equal_one_device(one_device):
+  config = tiny_config()
+  mesh = sharding.make_mesh(config.mesh)
+  assert mesh.devices.size == 8
+  eight = _run(config, mesh, tiny_batch())
+  np.testing.assert_allclose(eight['loss'], one_device['loss'], rtol=1e-5)
+  assert_trees_close(eight['grads'], one_device['grads'])
+  assert_trees_close(eight['batch_stats'], one_device['batch_stats'])
+  assert_trees_close(eight['params'], one_device['params'])
+  assert_trees_close(eight['opt_state'], one_device['opt_state'])
+
+
+def test_fsdp_mesh_equals_one_device(one_device):
+  config = tiny_config(**{'mesh.fsdp': 2})
+  mesh = sharding.make_mesh(config.mesh)
+  out = _run(config, mesh, tiny_batch())
+  assert any('fsdp' in spec for spec in out['param_specs']), 'nothing sharded over fsdp'
+  assert any(spec == 'P()' for spec in out['param_specs']), 'small leaves split'
+
+  np.testing.assert_allclose(out['loss'], one_device['loss'], rtol=1e-5)
+  assert_trees_close(out['params'], one_device['params'])
+  assert_trees_close(out['opt_state'], one_device['opt_state'])
+
+
+def test_non_finite_loss_leaves_state_unchanged():
+  config = tiny_config()
+  mesh = sharding.make_mesh(config.mesh)
+  state, step = _setup(config, mesh, TinySeg())
+  # A NaN in one weight makes the loss NaN; the step must not apply it.
+  last = dict(state.params['Conv_1'], bias=state.params['Conv_1']['bias'] * jnp.nan)
+  bad = state.replace(params=dict(state.params, Conv_1=last))
+  expected = jax.device_get((bad.params, bad.batch_stats, bad.opt_state))
+  new, metrics = step(bad, sharding.global_batch(tiny_batch(), mesh))
+  assert not bool(metrics['finite'])
+  assert int(new.step) == 0
+  got = jax.device_get((new.params, new.batch_stats, new.opt_state))
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_grad_accumulation_averages_micro_batches():
+  config = tiny_config(grad_accum_steps=2)
+  mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:4])
+  batch = tiny_batch()
+  model = TinySeg()
+  accumulated = _run(config, mesh, batch, model)
+  full = _run(tiny_config(), mesh, batch, model)
+  # Micro-batch j holds rows r with r % 2 == j; statistics flow from one to the next.
+  half = tiny_config(global_batch_size=4)
+  tx, _ = optim.make_optimizer(half.optimizer, half.num_train_steps)
+  state, _ = ts.create_state(model, tx, seed=half.seed, mesh=mesh)
+  grad_fn = jax.jit(ts.make_grad_fn(ts.make_loss_fn(model, half, align_corners=False), 1))
+  rng = jax.random.key(0)
+  l0, g0, s0 = grad_fn(state.params, state.batch_stats,
+                       {k: v[0::2] for k, v in batch.items()}, rng)
+  l1, g1, s1 = grad_fn(state.params, s0, {k: v[1::2] for k, v in batch.items()}, rng)
+  np.testing.assert_allclose(accumulated['loss'], (l0 + l1) / 2, rtol=1e-5)
+  assert_trees_close(accumulated['grads'], jax.tree.map(lambda a, b: (a + b) / 2, g0, g1))
+  assert_trees_close(accumulated['batch_stats'], jax.device_get(s1))
+  # Statistics of part of the batch (what per-device BatchNorm would keep, or one
+  # micro-batch) are far outside the tolerance of the sharded-vs-one-device tests.
+  with pytest.raises(AssertionError):
+    assert_trees_close(jax.device_get(s0), full['batch_stats'])
+  with pytest.raises(AssertionError):
+    assert_trees_close(accumulated['batch_stats'], full['batch_stats'])
+
