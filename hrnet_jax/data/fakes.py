@@ -17,6 +17,9 @@ import numpy as np
 
 # Every Cityscapes labelId (0..33); the ids outside CITYSCAPES_LABEL_TO_TRAIN_ID are void.
 CITYSCAPES_LABEL_IDS = tuple(range(34))
+# Quality 100 without chroma subsampling: flat colour blocks survive almost exactly.
+_JPEG_444 = [cv2.IMWRITE_JPEG_QUALITY, 100, cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+             cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
 _CITIES = {'train': ('aachen', 'bochum'), 'val': ('frankfurt',), 'test': ('berlin',)}
 
 
@@ -113,7 +116,7 @@ def write_fake_lip(manual_dir: str, *, images_per_split=None, seed: int = 0,
 
   `TrainVal_images/{train,val}_images/<id>.jpg`, `TrainVal_images/{train,val}_id.txt`,
   `TrainVal_parsing_annotations/{train,val}_segmentations/<id>.png` (values 0..19).
-  Images are PNG-exact colours saved as JPEG at quality 100 (near lossless for flat blocks).
+  Images: label colours as JPEG at quality 100, 4:4:4 (near lossless for flat blocks).
   """
   images_per_split = images_per_split or {'train': 3, 'val': 2}
   os.makedirs(manual_dir, exist_ok=True)
@@ -130,8 +133,7 @@ def write_fake_lip(manual_dir: str, *, images_per_split=None, seed: int = 0,
         h, w = int(rng.integers(60, 120)), int(rng.integers(40, 100))
         labels = block_labels(rng, h, w, range(20), 8)
         image = colours[labels]
-        ok, jpg = cv2.imencode('.jpg', cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                               [cv2.IMWRITE_JPEG_QUALITY, 100])
+        ok, jpg = cv2.imencode('.jpg', cv2.cvtColor(image, cv2.COLOR_RGB2BGR), _JPEG_444)
         assert ok
         data = jpg.tobytes()
         if image_id in corrupt:
@@ -174,7 +176,7 @@ def write_fake_pascal_context(manual_dir: str, *, images_per_split=None, seed: i
         labels = block_labels(rng, h, w, range(len(values)), 8)
         label_map = np.asarray(values, np.uint16)[labels]
         image = (labels.astype(np.uint8) * 9 + 20)[..., None].repeat(3, 2)
-        ok, jpg = cv2.imencode('.jpg', image, [cv2.IMWRITE_JPEG_QUALITY, 100])
+        ok, jpg = cv2.imencode('.jpg', image, _JPEG_444)
         assert ok
         add(voc, f'VOCdevkit/VOC2010/JPEGImages/{image_id}.jpg', jpg.tobytes())
         mat = io.BytesIO()
@@ -184,4 +186,71 @@ def write_fake_pascal_context(manual_dir: str, *, images_per_split=None, seed: i
         examples[image_id] = {'split': split, 'label_map': label_map, 'image': image}
       add(voc, f'VOCdevkit/VOC2010/ImageSets/Main/{split}.txt',
           ('\n'.join(ids) + '\n').encode())
+  return examples
+
+
+def write_fake_ade20k(manual_dir: str, *, images_per_split=None, seed: int = 0
+                      ) -> dict[str, dict]:
+  """ADEChallengeData2016.zip: images/{training,validation}/ADE_*.jpg, annotations/...png."""
+  images_per_split = images_per_split or {'training': 3, 'validation': 2}
+  os.makedirs(manual_dir, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  examples = {}
+  with zipfile.ZipFile(os.path.join(manual_dir, 'ADEChallengeData2016.zip'), 'w') as z:
+    z.writestr('ADEChallengeData2016/objectInfo150.txt', 'Idx\tRatio\tTrain\tVal\tName\n')
+    z.writestr('ADEChallengeData2016/sceneCategories.txt', '')
+    for folder, count in images_per_split.items():
+      for i in range(count):
+        image_id = f'ADE_{"train" if folder == "training" else "val"}_{i + 1:08d}'
+        h, w = int(rng.integers(50, 100)), int(rng.integers(50, 100))
+        labels = block_labels(rng, h, w, (0, 1, 2, 13, 77, 150), 8)
+        image = np.repeat((labels.astype(np.float32) * 1.5 + 10).astype(np.uint8)[..., None],
+                          3, axis=2)
+        ok, jpg = cv2.imencode('.jpg', image, _JPEG_444)
+        assert ok
+        z.writestr(f'ADEChallengeData2016/images/{folder}/{image_id}.jpg', jpg.tobytes())
+        z.writestr(f'ADEChallengeData2016/annotations/{folder}/{image_id}.png', _png(labels))
+        examples[image_id] = {'split': folder, 'label': labels, 'image': image}
+  return examples
+
+
+def write_fake_imagenet(manual_dir: str, *, wnids=('n01440764', 'n01443537', 'n01484850'),
+                        per_class: int = 2, num_val: int = 3, seed: int = 0
+                        ) -> dict[str, dict]:
+  """ILSVRC2012_img_train.tar (one inner <wnid>.tar per class) and ILSVRC2012_img_val.tar
+  (ILSVRC2012_val_<n>.JPEG; TFDS labels them from its validation_labels.txt)."""
+  import tarfile  # pylint: disable=g-import-not-at-top
+  os.makedirs(manual_dir, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  examples = {}
+
+  def jpeg():
+    h, w = int(rng.integers(40, 90)), int(rng.integers(40, 90))
+    image = cv2.resize(rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8),
+                       (w, h), interpolation=cv2.INTER_CUBIC)
+    ok, buf = cv2.imencode('.jpg', image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    return buf.tobytes()
+
+  def add(tar, name, payload):
+    info = tarfile.TarInfo(name)
+    info.size = len(payload)
+    tar.addfile(info, io.BytesIO(payload))
+
+  with tarfile.open(os.path.join(manual_dir, 'ILSVRC2012_img_train.tar'), 'w') as outer:
+    for wnid in wnids:
+      inner = io.BytesIO()
+      with tarfile.open(fileobj=inner, mode='w') as tar:
+        for i in range(per_class):
+          name = f'{wnid}_{i + 1}.JPEG'
+          payload = jpeg()
+          add(tar, name, payload)
+          examples[name] = {'split': 'train', 'wnid': wnid, 'jpeg': payload}
+      add(outer, f'{wnid}.tar', inner.getvalue())
+  with tarfile.open(os.path.join(manual_dir, 'ILSVRC2012_img_val.tar'), 'w') as tar:
+    for i in range(num_val):
+      name = f'ILSVRC2012_val_{i + 1:08d}.JPEG'
+      payload = jpeg()
+      add(tar, name, payload)
+      examples[name] = {'split': 'validation', 'jpeg': payload}
   return examples

@@ -16,13 +16,16 @@ IGNORE = 255
 (ROAD, SIDEWALK, BUILDING, WALL, FENCE, POLE, LIGHT, SIGN, VEGETATION, TERRAIN, SKY,
  PERSON, RIDER, CAR, TRUCK, BUS, TRAIN, MOTORCYCLE, BICYCLE) = range(19)
 
-_CAR_COLOURS = ((175, 175, 180), (225, 225, 228), (35, 35, 40), (30, 45, 115),
-                (115, 25, 30), (95, 100, 105), (20, 70, 50))
-_BUS_COLOURS = ((205, 45, 40), (235, 180, 30), (230, 120, 30))
-_PERSON_COLOURS = ((40, 45, 70), (70, 70, 75), (95, 70, 50), (150, 150, 155), (60, 35, 35),
-                   (30, 30, 35))
-_RIDER_COLOURS = ((240, 90, 20), (30, 170, 70), (250, 220, 40), (200, 30, 160))
+# Each class has its own colour family (jittered per instance, shaded, noisy, lit
+# differently per image); only small parts (windows, tyres, heads) share colours, and
+# there context decides.
+_CAR_COLOURS = ((30, 60, 170), (60, 100, 200), (20, 35, 110), (90, 140, 215))   # blues
+_BUS_COLOURS = ((205, 40, 40), (175, 30, 55))                                  # reds
+_PERSON_COLOURS = ((140, 40, 90), (110, 30, 70), (160, 60, 110))               # plums
+_RIDER_COLOURS = ((245, 120, 20), (250, 150, 40))                              # hi-vis
 _SKIN = (205, 160, 130)
+_GLASS = (40, 45, 60)
+_TYRE = (25, 25, 25)
 
 
 class _Canvas:
@@ -111,25 +114,24 @@ def _background(c: _Canvas, horizon: int, u: float):
     bw = rng.uniform(40, 120) * u
     if rng.random() > 0.15:
       top = max(horizon - rng.uniform(40, 150) * u, 2 * u)
-      tone = rng.choice(np.asarray([(150, 120, 95), (125, 125, 130), (185, 165, 135),
-                                    (140, 90, 75)]))
+      tone = rng.choice(np.asarray([(120, 100, 90), (105, 95, 95), (130, 110, 95)]))
       mask = c.rect(x, top, x + bw, horizon + 6 * u, BUILDING, tone, sigma=4.0)
       win = c.new_mask()
       step, size = rng.uniform(13, 19) * u, rng.uniform(5, 8) * u
       for wy in np.arange(top + 0.6 * step, horizon - size, step):
         for wx in np.arange(x + 0.5 * step, x + bw - size, step):
           cv2.rectangle(win, (int(wx), int(wy)), (int(wx + size), int(wy + 1.3 * size)), 1, -1)
-      c.overlay(win & mask, (45, 55, 80))
+      c.overlay(win & mask, _GLASS)
     x += bw
   # Trees between and in front of the buildings.
   for _ in range(rng.integers(2, 5)):
     cx, r = rng.uniform(0, w), rng.uniform(18, 42) * u
     cy = horizon - rng.uniform(0.4, 1.2) * r
-    c.rect(cx - 3 * u, cy, cx + 3 * u, horizon + 8 * u, VEGETATION, (85, 65, 40), sigma=4)
-    c.ellipse(cx, cy, r * rng.uniform(0.8, 1.3), r, VEGETATION, (55, 125, 40),
+    c.rect(cx - 3 * u, cy, cx + 3 * u, horizon + 8 * u, VEGETATION, (60, 95, 35), sigma=4)
+    c.ellipse(cx, cy, r * rng.uniform(0.8, 1.3), r, VEGETATION, (50, 135, 40),
               texture='leaves', sigma=8.0)
   # Ground: sidewalk everywhere, terrain verges at the sides, road in the middle.
-  c.rect(0, horizon, w, h, SIDEWALK, (172, 160, 150), texture='grid',
+  c.rect(0, horizon, w, h, SIDEWALK, (190, 150, 175), texture='grid',
          period=max(10 * u, 3), sigma=5.0)
   vx = w * rng.uniform(0.4, 0.6)
   half_top = w * rng.uniform(0.03, 0.06)
@@ -139,11 +141,11 @@ def _background(c: _Canvas, horizon: int, u: float):
       edge = 0 if side == 0 else w
       far = vx + (-1 if side == 0 else 1) * half_top * rng.uniform(3, 5)
       near = edge + (1 if side == 0 else -1) * w * rng.uniform(0.0, 0.04)
-      c.poly([(edge, horizon), (far, horizon), (near, h), (edge, h)], TERRAIN, (135, 140, 80),
+      c.poly([(edge, horizon), (far, horizon), (near, h), (edge, h)], TERRAIN, (165, 130, 70),
              texture='mottled', sigma=5.0)
   road = [(vx - half_top, horizon), (vx + half_top, horizon), (right_bottom, h),
           (left_bottom, h)]
-  c.poly(road, ROAD, (82, 82, 92), sigma=7.0)
+  c.poly(road, ROAD, (70, 70, 82), sigma=6.0)
   marks = c.new_mask()
   for t0 in np.arange(0.05, 1.0, 0.16):
     ya, yb = horizon + (h - horizon) * t0, horizon + (h - horizon) * (t0 + 0.07)
@@ -172,41 +174,41 @@ def _barriers(c: _Canvas, horizon: int, u: float) -> None:
     bottom = horizon + rng.uniform(4, 14) * u
     top = bottom - rng.uniform(14, 30) * u
     if rng.random() < 0.5:
-      c.rect(x0, top, x1, bottom, WALL, (190, 180, 125), texture='hstripes',
+      c.rect(x0, top, x1, bottom, WALL, (205, 205, 120), texture='hstripes',
              period=max(6 * u, 2), sigma=4.0)
     else:
-      c.rect(x0, top, x1, bottom, FENCE, (140, 95, 60), texture='vstripes',
+      c.rect(x0, top, x1, bottom, FENCE, (80, 150, 170), texture='vstripes',
              period=max(5 * u, 2), sigma=4.0)
 
 
 def _pole(c: _Canvas, x: float, base: float, s: float, u: float) -> None:
   rng = c.rng
-  height, width = rng.uniform(100, 150) * u * s, rng.uniform(7, 10) * u * s
+  height, width = rng.uniform(110, 160) * u * s, rng.uniform(10, 14) * u * s
   top = max(base - height, 4 * u)
-  c.rect(x - width / 2, top, x + width / 2, base, POLE, (128, 128, 138), texture='cylinder',
+  c.rect(x - width / 2, top, x + width / 2, base, POLE, (170, 170, 170), texture='cylinder',
          sigma=3.0)
   if rng.random() < 0.55:
-    lw, lh = 14 * u * s, 34 * u * s
+    lw, lh = 20 * u * s, 44 * u * s
     ly = top + rng.uniform(0, 0.15) * height
     side = rng.choice([-1, 1])
     lx = x + side * (width / 2 + lw / 2)
-    box = c.rect(lx - lw / 2, ly, lx + lw / 2, ly + lh, LIGHT, (38, 38, 30), sigma=3.0)
+    box = c.rect(lx - lw / 2, ly, lx + lw / 2, ly + lh, LIGHT, (45, 60, 20), sigma=3.0)
     lit = rng.integers(3)
     for k, colour in enumerate(((230, 40, 30), (240, 180, 30), (40, 220, 90))):
       lamp = c.new_mask()
       cv2.circle(lamp, (int(lx), int(ly + lh * (k + 0.5) / 3)), max(int(lw * 0.3), 1), 1, -1)
-      c.overlay(lamp & box, colour if k == lit else (70, 60, 50))
+      c.overlay(lamp & box, colour if k == lit else (80, 90, 50))
   if rng.random() < 0.6:
-    sz = rng.uniform(20, 30) * u * s
+    sz = rng.uniform(30, 40) * u * s
     sy = top + rng.uniform(0.3, 0.5) * height
     kind = rng.integers(3)
     if kind == 0:     # round: red rim, white face
-      outer = c.ellipse(x, sy, sz / 2, sz / 2, SIGN, (210, 30, 35), sigma=3.0)
+      outer = c.ellipse(x, sy, sz / 2, sz / 2, SIGN, (240, 215, 30), sigma=3.0)
       inner = c.new_mask()
       cv2.circle(inner, (int(x), int(sy)), max(int(sz * 0.32), 1), 1, -1)
-      c.overlay(inner & outer, (235, 235, 235))
-    elif kind == 1:   # blue square
-      c.rect(x - sz / 2, sy - sz / 2, x + sz / 2, sy + sz / 2, SIGN, (25, 75, 190), sigma=3.0)
+      c.overlay(inner & outer, (240, 240, 235))
+    elif kind == 1:   # square
+      c.rect(x - sz / 2, sy - sz / 2, x + sz / 2, sy + sz / 2, SIGN, (250, 190, 20), sigma=3.0)
     else:             # yellow diamond
       c.poly([(x, sy - sz / 2), (x + sz / 2, sy), (x, sy + sz / 2), (x - sz / 2, sy)], SIGN,
              (240, 200, 25), sigma=3.0)
@@ -219,35 +221,36 @@ def _human(c: _Canvas, x: float, feet: float, height: float, cls: int, clothes) 
   torso_bottom = feet - height * 0.45
   half = height * 0.13
   if cls == PERSON:
-    c.rect(x - half * 0.9, torso_bottom, x - half * 0.1, feet, cls, (45, 45, 60), sigma=4)
-    c.rect(x + half * 0.1, torso_bottom, x + half * 0.9, feet, cls, (45, 45, 60), sigma=4)
+    legs = tuple(int(v * 0.6) for v in clothes)
+    c.rect(x - half * 0.9, torso_bottom, x - half * 0.1, feet, cls, legs, sigma=4)
+    c.rect(x + half * 0.1, torso_bottom, x + half * 0.9, feet, cls, legs, sigma=4)
   c.rect(x - half, torso_top, x + half, torso_bottom, cls, clothes, sigma=4)
   c.rect(x - half * 1.35, torso_top + head_r * 0.3, x - half, torso_bottom - head_r * 0.5,
          cls, clothes, sigma=4)
   c.rect(x + half, torso_top + head_r * 0.3, x + half * 1.35, torso_bottom - head_r * 0.5,
          cls, clothes, sigma=4)
-  head = (60, 60, 65) if cls == RIDER else _SKIN   # riders wear helmets
+  head = (235, 235, 235) if cls == RIDER else _SKIN   # riders wear helmets
   c.ellipse(x, torso_top - head_r, head_r, head_r * 1.1, cls, head, sigma=4)
 
 
 def _two_wheeler(c: _Canvas, x: float, base: float, s: float, u: float, cls: int,
                  ridden: bool) -> None:
   rng = c.rng
-  length = (62 if cls == MOTORCYCLE else 56) * u * s
+  length = (70 if cls == MOTORCYCLE else 64) * u * s
   r = length * 0.24
   cy = base - r
   xa, xb = x - length / 2 + r, x + length / 2 - r
   if cls == MOTORCYCLE:
-    colour = (70, 70, 80)
-    c.ellipse(xa, cy, r, r, cls, (25, 25, 25), sigma=3)
-    c.ellipse(xb, cy, r, r, cls, (25, 25, 25), sigma=3)
+    colour = (125, 35, 160)
+    c.ellipse(xa, cy, r, r, cls, _TYRE, sigma=3)
+    c.ellipse(xb, cy, r, r, cls, _TYRE, sigma=3)
     c.poly([(xa, cy - r * 0.2), (x - length * 0.1, cy - 1.6 * r), (xb + r * 0.3, cy - 1.4 * r),
             (xb, cy - r * 0.2)], cls, colour, sigma=4)
   else:
-    colour = (40, 140, 200)
-    thick = max(int(5 * u * s), 1)
-    c.ellipse(xa, cy, r, r, cls, (30, 30, 30), thickness=thick, sigma=3)
-    c.ellipse(xb, cy, r, r, cls, (30, 30, 30), thickness=thick, sigma=3)
+    colour = (235, 80, 185)
+    thick = max(int(6 * u * s), 1)
+    c.ellipse(xa, cy, r, r, cls, colour, thickness=thick, sigma=3)
+    c.ellipse(xb, cy, r, r, cls, colour, thickness=thick, sigma=3)
     frame = c.new_mask()
     pts = [(xa, cy), (x, cy - 1.2 * r), (xb, cy), (x - r * 0.2, cy), (xa, cy)]
     cv2.polylines(frame, [np.asarray(pts, np.int32)], False, 1, thick)
@@ -274,24 +277,24 @@ def _vehicle(c: _Canvas, cls: int, x: float, base: float, s: float, u: float) ->
                                      (x0 + vw * 0.33, top + vh * 0.08),
                                      (x1 - vw * 0.31, top + vh * 0.08),
                                      (x1 - vw * 0.17, top + vh * 0.38)], np.int32)], 1)
-    c.overlay(glass & cabin, (50, 65, 85))
+    c.overlay(glass & cabin, _GLASS)
   elif cls == TRUCK:
     cab_w = vw * 0.28
-    c.rect(x0, top, x1 - cab_w, base - r * 0.6, cls, (222, 222, 212), texture='vstripes',
+    c.rect(x0, top, x1 - cab_w, base - r * 0.6, cls, (225, 225, 215), texture='vstripes',
            period=max(6 * u * s, 2), sigma=3)
-    cab = c.rect(x1 - cab_w, top + vh * 0.3, x1, base - r * 0.6, cls, (205, 110, 35), sigma=4)
+    cab = c.rect(x1 - cab_w, top + vh * 0.3, x1, base - r * 0.6, cls, (190, 190, 180), sigma=4)
     glass = c.new_mask()
     cv2.rectangle(glass, (int(x1 - cab_w * 0.8), int(top + vh * 0.36)),
                   (int(x1 - cab_w * 0.1), int(top + vh * 0.55)), 1, -1)
-    c.overlay(glass & cab, (50, 65, 85))
+    c.overlay(glass & cab, _GLASS)
   else:   # bus / tram: long boxes with a window band
     colour = (_BUS_COLOURS[rng.integers(len(_BUS_COLOURS))] if cls == BUS
-              else (60, 135, 135))
+              else (40, 150, 150))
     box = c.rect(x0, top, x1, base - r * 0.4, cls, colour, sigma=4)
     band = c.new_mask()
     cv2.rectangle(band, (int(x0 + vw * 0.03), int(top + vh * 0.15)),
                   (int(x1 - vw * 0.03), int(top + vh * 0.45)), 1, -1)
-    c.overlay(band & box, (45, 55, 75))
+    c.overlay(band & box, _GLASS)
     if cls == TRAIN:
       stripe = c.new_mask()
       cv2.rectangle(stripe, (int(x0), int(top + vh * 0.6)), (int(x1), int(top + vh * 0.68)),
@@ -299,7 +302,7 @@ def _vehicle(c: _Canvas, cls: int, x: float, base: float, s: float, u: float) ->
       c.overlay(stripe & box, (235, 200, 40))
   if cls != TRAIN:
     for wx in (x0 + vw * 0.18, x1 - vw * 0.18):
-      c.ellipse(wx, base - r, r, r, cls, (25, 25, 25), sigma=3)
+      c.ellipse(wx, base - r, r, r, cls, _TYRE, sigma=3)
 
 
 def render_scene(rng: np.random.Generator, height: int, width: int

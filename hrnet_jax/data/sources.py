@@ -1,9 +1,9 @@
 """Building TFDS datasets (ArrayRecord) and reading their examples.
 
-TensorFlow is only imported to *build* a dataset, once, and then with few threads and no
-accelerators; reading goes through `tfds.data_source` (ArrayRecord + numpy decoding),
-which does not import TensorFlow. Images are decoded here with OpenCV (not by TFDS) so that
-a corrupt file or an image/label size mismatch becomes a `DataError` naming the example.
+TensorFlow is only needed to *build* a dataset, once, in a child process; reading goes
+through `tfds.data_source` (ArrayRecord + numpy), which does not import TensorFlow.
+Images are decoded here with OpenCV (not by TFDS) so that a corrupt file or an
+image/label size mismatch becomes a `DataError` naming the example.
 """
 from __future__ import annotations
 
@@ -20,9 +20,6 @@ from hrnet_jax.data.errors import DataError
 from hrnet_jax.data.registry import DatasetInfo
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-# oneDNN only changes TF float kernels (unused here: TF just encodes while building) and
-# announces itself on stderr at import.
-os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
 
 
 def _tfds():
@@ -37,17 +34,6 @@ def default_data_dir() -> str:
 
 def default_manual_dir(data_dir: str) -> str:
   return os.path.join(data_dir, 'downloads', 'manual')
-
-
-def _limit_tensorflow() -> None:
-  """Few threads and no GPU/TPU for TF: the build must not compete with JAX."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  try:
-    tf.config.threading.set_intra_op_parallelism_threads(2)
-    tf.config.threading.set_inter_op_parallelism_threads(2)
-    tf.config.set_visible_devices([], 'GPU')
-  except RuntimeError:  # TF already initialised by the caller: keep its settings.
-    pass
 
 
 @contextlib.contextmanager
@@ -76,7 +62,12 @@ def check_manual_files(info: DatasetInfo, manual_dir: str) -> None:
 
 def get_builder(info: DatasetInfo, *, data_dir: str | None = None,
                 manual_dir: str | None = None, build: bool = True):
-  """The TFDS builder of `info`, built (ArrayRecord) into `data_dir` if it is not yet."""
+  """The TFDS builder of `info`, built (ArrayRecord) into `data_dir` if it is not yet.
+
+  The build runs in a child process (`python -m hrnet_jax.data.build`): TensorFlow never
+  enters the caller, which keeps its threads and memory out of training and avoids the
+  crash of importing PyTorch after TensorFlow in one process.
+  """
   tfds = _tfds()
   if info.builder_module:
     importlib.import_module(info.builder_module)   # registers our own builders
@@ -89,12 +80,33 @@ def get_builder(info: DatasetInfo, *, data_dir: str | None = None,
   with _build_lock(data_dir, info.tfds_name):
     builder = tfds.builder(info.tfds_name, data_dir=data_dir, file_format='array_record')
     if not builder.is_prepared():
-      _limit_tensorflow()
-      logging.info('Building %s into %s', info.tfds_name, data_dir)
-      tfds.disable_progress_bar()
-      builder.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+      _build_in_child(info, data_dir, manual_dir)
+      builder = tfds.builder(info.tfds_name, data_dir=data_dir, file_format='array_record')
   return builder
+
+
+def _build_in_child(info: DatasetInfo, data_dir: str, manual_dir: str) -> None:
+  logging.info('Building %s into %s', info.tfds_name, data_dir)
+  build_datasets([info.name], data_dir=data_dir, manual_dir=manual_dir)
+
+
+def build_datasets(names, *, data_dir: str, manual_dir: str) -> None:
+  """Builds several registry datasets in one child process (one TensorFlow start-up)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  result = subprocess.run(
+      [sys.executable, '-m', 'hrnet_jax.data.build', *names, '--data_dir', data_dir,
+       '--manual_dir', manual_dir], capture_output=True, text=True, check=False)
+  if result.returncode == 0:
+    return
+  for line in reversed(result.stderr.splitlines()):
+    if line.startswith(BUILD_ERROR_PREFIX):
+      raise DataError(line[len(BUILD_ERROR_PREFIX):])
+  raise RuntimeError(f'building {", ".join(names)} into {data_dir} failed:\n'
+                     f'{result.stderr[-5000:]}')
+
+
+BUILD_ERROR_PREFIX = 'hrnet_jax.data.DataError: '
 
 
 def open_split(info: DatasetInfo, split: str, *, data_dir: str | None = None,
