@@ -124,12 +124,12 @@ def test_per_image_path_equals_image_by_image_reference(setup):
   config.data.eval_pad_size = (96, 96)
   config.data.base_size = 96      # long side at scale 1: every image keeps its size
   rng = np.random.default_rng(5)
-  sizes = [(64, 96), (96, 72), (96, 40)]
+  sizes = [(64, 96), (96, 40)]
   batch = {'image': np.zeros((4, 96, 96, 3), np.uint8),
-           'label': np.full((4, 96, 96), 255, np.int32), 'mask': np.array([1, 1, 1, 0], bool),
-           'height': np.array([64, 96, 96, 0]), 'width': np.array([96, 72, 40, 0])}
+           'label': np.full((4, 96, 96), 255, np.int32), 'mask': np.array([1, 0, 1, 0], bool),
+           'height': np.array([64, 0, 96, 0]), 'width': np.array([96, 0, 40, 0])}
   expected = np.zeros((19, 19), np.int64)
-  for i, (h, w) in enumerate(sizes):
+  for i, (h, w) in zip((0, 2), sizes):
     batch['image'][i, :h, :w] = rng.integers(0, 256, (h, w, 3))
     batch['label'][i, :h, :w] = rng.integers(0, 19, (h, w))
     pred = lib.reference_labels(model, variables, batch['image'][i, :h, :w])

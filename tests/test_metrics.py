@@ -203,3 +203,33 @@ def test_evaluate_classification_top1_top5():
   assert out['num_examples'] == 21
   assert out['top1'] == pytest.approx(np.mean(order[:, 0] == labels))
   assert out['top5'] == pytest.approx(np.mean(np.any(order[:, :5] == labels[:, None], 1)))
+
+
+def test_evaluate_is_identical_on_1_and_8_devices():
+  """The whole evaluation (protocol + counting) with an uneven, padded last batch."""
+  import ml_collections
+  from hrnet_jax import evaluate
+  from test_eval_protocol import TinySeg
+
+  model = TinySeg(NUM_CLASSES)
+  variables = model.init(jax.random.key(2), jnp.zeros((1, 32, 48, 3)))
+  rng = np.random.default_rng(6)
+  images = rng.integers(0, 256, (21, 32, 48, 3), dtype=np.uint8)
+  labels = rng.integers(0, NUM_CLASSES, (21, 32, 48)).astype(np.int32)
+  labels[:, :4] = IGNORE
+  batches = []
+  for p, l, m in _batches(images, labels, 8):
+    batches.append({'image': p, 'label': l, 'mask': m})
+  config = ml_collections.ConfigDict({
+      'model': {'head': 'seg', 'num_classes': NUM_CLASSES, 'align_corners': False},
+      'data': {'ignore_label': IGNORE, 'name': 'x', 'base_size': 48},
+      'eval': {'num_pictures': 2, 'mode': 'sliding', 'crop_size': (32, 32),
+               'stride_rate': 2.0 / 3.0, 'window_layout': 'pad', 'scales': (0.75, 1.0),
+               'flip': True}})
+  one = evaluate.evaluate(model, variables, batches, config=config,
+                          mesh=sharding.make_mesh(devices=jax.devices()[:1]))
+  eight = evaluate.evaluate(model, variables, batches, config=config, mesh=sharding.make_mesh())
+  np.testing.assert_array_equal(one['confusion_matrix'], eight['confusion_matrix'])
+  assert one['num_examples'] == eight['num_examples'] == 21
+  assert eight['confusion_matrix'].sum() == np.sum(labels != IGNORE)
+  assert one['mIoU'] == eight['mIoU']
