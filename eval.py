@@ -21,7 +21,6 @@ from absl import flags
 from absl import logging
 import jax
 from ml_collections import config_flags
-import numpy as np
 from PIL import Image
 
 from hrnet_jax import checkpointing
