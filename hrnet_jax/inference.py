@@ -16,9 +16,10 @@ Cityscapes override, `pytorch-v1.1` and `HRNet-OCR` branches) does for one image
   sum over scales; argmax.
 
 Windows (`window_layout`):
-  * 'border' (Cityscapes code): stride = int(crop * stride_rate); the last window is
-    shifted back so that it ends at the image border; images smaller than the crop
-    are one window of their own size (so scales <= 1 are whole-image inference).
+  * 'border' (Cityscapes code): scales <= 1 run on the whole image; larger ones in
+    windows with stride = int(crop * stride_rate), the last window shifted back so
+    that it ends at the image border (an image smaller than the crop is one window of
+    its own size).
   * 'pad' (the base code, for PASCAL-Context, LIP, ADE20K): the image is padded
     (bottom/right, black) to at least the crop; windows start on the stride grid and
     the last ones are padded with black to the full crop.
@@ -204,7 +205,10 @@ def predict_probs(logits_fn: LogitsFn, variables, images: jax.Array, protocol: P
   for scale in protocol.scales:
     sh, sw = protocol.scaled_size(h, w, scale)
     xs = resize_bilinear(x, (sh, sw), align_corners=False)
-    probs = _scale_probs(logits_fn, variables, xs, protocol)
+    # The Cityscapes code runs scales <= 1 on the whole image, whatever the crop.
+    whole = protocol.window_layout == 'border' and scale <= 1.0
+    probs = _scale_probs(logits_fn, variables, xs,
+                         dataclasses.replace(protocol, mode='whole') if whole else protocol)
     probs = resize_bilinear(probs, (h, w), align_corners=protocol.align_corners)
     total = probs if total is None else total + probs
   if out_size is not None and tuple(out_size) != (h, w):

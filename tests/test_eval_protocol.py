@@ -80,6 +80,12 @@ def _ref_multi_scale(net, image_uint8, *, num_classes, scales, flip, crop, strid
       new_w, new_h = long_size, int(h * long_size / w + 0.5)
     new_img = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     height, width = new_img.shape[:-1]
+    if layout == 'border' and scale <= 1.0:   # Cityscapes: whole image, whatever the crop
+      x = torch.from_numpy(np.expand_dims(new_img.transpose(2, 0, 1), 0).copy())
+      preds = _ref_inference(net, x, flip, align_corners, flip_pairs)[:, :, 0:height, 0:width]
+      final += F.interpolate(preds, (ori_h, ori_w), mode='bilinear',
+                             align_corners=align_corners)
+      continue
     if layout == 'pad' and (height < crop[0] or width < crop[1]):
       new_img = cv2.copyMakeBorder(new_img, 0, max(crop[0] - height, 0), 0,
                                    max(crop[1] - width, 0), cv2.BORDER_CONSTANT, value=padvalue)
@@ -124,7 +130,8 @@ CASES = {
     'lip_flip_pairs': dict(size=(29, 29), crop=(29, 29), stride_rate=2.0 / 3.0, layout='pad',
                            scales=(1.0,), flip=True, base_size=29, align_corners=False,
                            num_classes=6, flip_pairs=((2, 3), (4, 5))),
-    # Border layout with stride 2/3 of a crop smaller than the image.
+    # Border layout with stride 2/3 of a crop smaller than the image: scale 0.75 still
+    # runs whole-image (the Cityscapes code), 1.25 in windows.
     'border_sliding': dict(size=(33, 50), crop=(20, 24), stride_rate=2.0 / 3.0,
                            layout='border', scales=(0.75, 1.25), flip=False, base_size=50,
                            align_corners=False, num_classes=3),
