@@ -1,0 +1,94 @@
+"""Classification checkpoints: parity with timm for every variant, export back into timm.
+
+timm keeps the official HRNet-Image-Classification names, so a timm state_dict is an
+official classification checkpoint. Random weights (BN statistics included) go through
+a file and the converter; the Flax logits and branch features must equal timm's.
+"""
+import jax
+import numpy as np
+import pytest
+import timm
+import torch
+
+import hrnet_jax
+from hrnet_jax import convert
+from hrnet_jax.conversion import core
+
+import convert_testlib as lib
+
+SIZE = 64
+TOL = 1e-4
+# Compiling a full-width variant on CPU takes about a minute; one eager forward takes a
+# few seconds. Only the small variant, used by several tests, is compiled.
+JIT = {'hrnet_w18_small_v1'}
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_torch_thread():
+  with lib.torch_threads(1):
+    yield
+
+
+def _timm_model(variant, seed=0, **kwargs):
+  torch.manual_seed(seed)
+  net = timm.create_model(lib.timm_name(variant), **kwargs)
+  calib = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed + 1))
+  lib.randomize(net, net, calib, seed)
+  return net
+
+
+def _image(seed=2, shape=(1, SIZE, SIZE, 3)):
+  return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _apply(model, variant, *args, **kwargs):
+  fn = lambda v, x: model.apply(v, x, **kwargs)  # pylint: disable=unnecessary-lambda-assignment
+  return (jax.jit(fn) if variant in JIT else fn)(*args)
+
+
+def _close(ours, ref, what):
+  ours, ref = np.asarray(ours), np.asarray(ref)
+  assert ours.shape == ref.shape, what
+  err = np.abs(ours - ref).max()
+  assert err < TOL, f'{what}: max abs error {err:.2e} (reference scale {np.abs(ref).max():.1f})'
+
+
+@pytest.mark.parametrize('variant', list(hrnet_jax.VARIANTS))
+def test_logits_and_features_equal_timm_and_export_loads_strictly(variant, tmp_path):
+  net = _timm_model(variant)
+  state = net.state_dict()
+  path = tmp_path / f'{variant}.pth'
+  torch.save(state, path)
+
+  result = convert.convert(str(path))
+  model, variables = result.model, result.variables
+  assert (model.spec.name, model.head, model.num_classes) == (variant, 'cls', 1000)
+  assert result.metadata['options']['upsample'] == 'nearest'
+  assert result.metadata['options']['bn_momentum'] == 0.1
+  assert result.ignored == {
+      core.IGNORE_BN_COUNTER: [k for k in state if k.endswith('num_batches_tracked')]}
+  x = _image()
+  # One forward for both checks: the backbone's output is the 'features' representation.
+  logits, inter = _apply(model, variant, variables, x, mutable=['intermediates'],
+                         capture_intermediates=lambda mdl, _: mdl.name == 'backbone')
+  feats = inter['intermediates']['backbone']['__call__'][0]
+  timm_feats = timm.create_model(lib.timm_name(variant), features_only=True,
+                                 feature_location='', out_indices=(1, 2, 3, 4))
+  missing, _ = timm_feats.load_state_dict(state, strict=False)
+  assert not missing
+  with torch.no_grad():
+    ref_logits = net(lib.nchw(x)).numpy()
+    ref_feats = [lib.nhwc(f) for f in timm_feats.eval()(lib.nchw(x))]
+  _close(logits, ref_logits, f'{variant} logits')
+  assert len(feats) == 4
+  for i, (ours, ref) in enumerate(zip(feats, ref_feats)):
+    _close(ours, ref, f'{variant} branch {i}')
+
+  # Back to PyTorch: the same tensors, bit for bit, and timm accepts them strictly.
+  exported = convert.torch_state_dict(variables, result.metadata)
+  assert set(exported) == set(state)
+  for key, value in state.items():
+    if not key.endswith('num_batches_tracked'):
+      assert np.array_equal(exported[key], value.numpy()), key
+  fresh = timm.create_model(lib.timm_name(variant))
+  fresh.load_state_dict({k: torch.from_numpy(v) for k, v in exported.items()}, strict=True)
