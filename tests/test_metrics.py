@@ -144,6 +144,17 @@ _WORKER = textwrap.dedent('''
     take = np.where(m, idx, 0)
     acc.add(fn(*(sharding.global_batch({'x': a}, mesh)['x'] for a in (p[take], l[take], m))))
   print('RESULT' + json.dumps(acc.result().tolist()), flush=True)
+
+  # The whole evaluate(): sharded batches, then image by image (varying-size datasets).
+  from hrnet_jax import evaluate
+  model, variables, images, labels, config = t._tiny_eval_setup()
+  mine = np.arange(len(images)) % 2 == pid
+  batches = t._eval_batches(images[mine], labels[mine], 4)[:3]
+  out = evaluate.evaluate(model, variables, batches, config=config, mesh=mesh)
+  print('BATCHED' + json.dumps(out['confusion_matrix'].tolist()), flush=True)
+  config.data.eval_pad_size = (32, 48)
+  out = evaluate.evaluate(model, variables, batches, config=config, mesh=mesh)
+  print('PERIMAGE' + json.dumps(out['confusion_matrix'].tolist()), flush=True)
 ''')
 
 
@@ -154,8 +165,13 @@ def _free_port():
 
 
 def test_two_processes_give_the_single_process_matrix(tmp_path):
+  """2 processes x 4 devices, 11 and 10 examples: counts, evaluate(), per-image path."""
   preds, labels = _random_set(1)
   single = _confusion_over(sharding.make_mesh(), preds, labels, batch=8)
+  from hrnet_jax import evaluate
+  model, variables, images, eval_labels, config = _tiny_eval_setup()
+  single_eval = evaluate.evaluate(model, variables, _eval_batches(images, eval_labels, 8),
+                                  config=config, mesh=sharding.make_mesh())['confusion_matrix']
   port = _free_port()
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -169,8 +185,10 @@ def test_two_processes_give_the_single_process_matrix(tmp_path):
   for p, (out, err) in zip(procs, outs):
     assert p.returncode == 0, err[-3000:]
   for out, _ in outs:
-    line = [l for l in out.splitlines() if l.startswith('RESULT')][0]
-    np.testing.assert_array_equal(np.array(json.loads(line[6:])), single)
+    for tag, expected in (('RESULT', single), ('BATCHED', single_eval),
+                          ('PERIMAGE', single_eval)):
+      line = [l for l in out.splitlines() if l.startswith(tag)][0]
+      np.testing.assert_array_equal(np.array(json.loads(line[len(tag):])), expected)
 
 
 def test_evaluate_classification_top1_top5():
@@ -205,10 +223,9 @@ def test_evaluate_classification_top1_top5():
   assert out['top5'] == pytest.approx(np.mean(np.any(order[:, :5] == labels[:, None], 1)))
 
 
-def test_evaluate_is_identical_on_1_and_8_devices():
-  """The whole evaluation (protocol + counting) with an uneven, padded last batch."""
+def _tiny_eval_setup():
+  """A tiny conv net, 21 images and an ms + flip + padded-window protocol config."""
   import ml_collections
-  from hrnet_jax import evaluate
   from test_eval_protocol import TinySeg
 
   model = TinySeg(NUM_CLASSES)
@@ -217,15 +234,25 @@ def test_evaluate_is_identical_on_1_and_8_devices():
   images = rng.integers(0, 256, (21, 32, 48, 3), dtype=np.uint8)
   labels = rng.integers(0, NUM_CLASSES, (21, 32, 48)).astype(np.int32)
   labels[:, :4] = IGNORE
-  batches = []
-  for p, l, m in _batches(images, labels, 8):
-    batches.append({'image': p, 'label': l, 'mask': m})
   config = ml_collections.ConfigDict({
       'model': {'head': 'seg', 'num_classes': NUM_CLASSES, 'align_corners': False},
-      'data': {'ignore_label': IGNORE, 'name': 'x', 'base_size': 48},
+      'data': {'ignore_label': IGNORE, 'name': 'x', 'base_size': 48, 'eval_pad_size': None},
       'eval': {'num_pictures': 2, 'mode': 'sliding', 'crop_size': (32, 32),
                'stride_rate': 2.0 / 3.0, 'window_layout': 'pad', 'scales': (0.75, 1.0),
                'flip': True}})
+  return model, variables, images, labels, config
+
+
+def _eval_batches(images, labels, batch):
+  return [{'image': p, 'label': l, 'mask': m, 'height': np.full(len(m), 32),
+           'width': np.full(len(m), 48)} for p, l, m in _batches(images, labels, batch)]
+
+
+def test_evaluate_is_identical_on_1_and_8_devices():
+  """The whole evaluation (protocol + counting) with an uneven, padded last batch."""
+  from hrnet_jax import evaluate
+  model, variables, images, labels, config = _tiny_eval_setup()
+  batches = _eval_batches(images, labels, 8)
   one = evaluate.evaluate(model, variables, batches, config=config,
                           mesh=sharding.make_mesh(devices=jax.devices()[:1]))
   eight = evaluate.evaluate(model, variables, batches, config=config, mesh=sharding.make_mesh())
