@@ -98,6 +98,10 @@ def get_config():
   # the last ones padded with black to the crop (the base code: PASCAL-Context, LIP,
   # ADE20K). See hrnet_jax/inference.py.
   config.eval.window_layout = 'border'
+  # (H, W): resize every uint8 eval image to this size first (cv2 INTER_LINEAR) and
+  # upsample the prediction back to the label size, as the official LIP testval does
+  # with (473, 473). None = test at the image's own size.
+  config.eval.resize_input = config_dict.placeholder(tuple)
   config.eval.scales = (1.0,)             # (0.5, 0.75, 1.0, 1.25, 1.5, 1.75) for ms
   config.eval.flip = False
   config.eval.num_pictures = 4            # prediction pictures written per evaluation

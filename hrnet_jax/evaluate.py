@@ -73,6 +73,18 @@ def _global(local: np.ndarray, mesh: Mesh) -> jax.Array:
                                                 (global_size,) + local.shape[1:])
 
 
+def _resize_input(images: np.ndarray, size) -> np.ndarray:
+  """cv2 INTER_LINEAR on the uint8 image(s) to (H, W), as the official LIP testval
+  does before anything else (its predictions then go back to the label size)."""
+  if not size:
+    return images
+  import cv2  # pylint: disable=g-import-not-at-top
+  h, w = int(size[0]), int(size[1])
+  if images.ndim == 3:
+    return cv2.resize(images, (w, h), interpolation=cv2.INTER_LINEAR)
+  return np.stack([cv2.resize(im, (w, h), interpolation=cv2.INTER_LINEAR) for im in images])
+
+
 def _check_batch(batch: Mapping[str, Any], head: str) -> None:
   missing = [k for k in ('image', 'label') if k not in batch]
   if missing:
@@ -203,6 +215,7 @@ def evaluate(model, variables, eval_loader: Iterable[Mapping[str, np.ndarray]], 
     else:
       step = make_seg_step(model, protocol=protocol, mesh=mesh, num_classes=num_classes,
                            ignore_label=ignore_label)
+  resize_to = config.eval.get('resize_input', None)
   pictures: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
   counts: list[Any] = []
   start = time.time()
@@ -217,12 +230,13 @@ def evaluate(model, variables, eval_loader: Iterable[Mapping[str, np.ndarray]], 
       local_preds = np.full(np.shape(batch['label']), ignore_label, np.int32)
       for i in np.flatnonzero(local_mask):
         h, w = int(heights[i]), int(widths[i])
-        cm, pred = per_image(batch['image'][i, :h, :w], batch['label'][i, :h, :w])
+        image = _resize_input(batch['image'][i, :h, :w], resize_to)
+        cm, pred = per_image(image, batch['label'][i, :h, :w])
         confusion.add(cm)
         local_preds[i, :h, :w] = np.asarray(pred)
       counts.append(int(local_mask.sum()))
     else:
-      images = _global(batch['image'], mesh)
+      images = _global(_resize_input(batch['image'], resize_to), mesh)
       labels = _global(np.asarray(batch['label'], np.int32), mesh)
       mask = _global(local_mask, mesh)
       result, preds, count = step(variables, images, labels, mask)

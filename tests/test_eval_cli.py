@@ -149,3 +149,34 @@ def test_variables_that_do_not_fit_the_named_model(tmp_path):
       model=lib.MODEL, head='seg', num_classes=20, options={}, source='test'))
   with pytest.raises(predict.ModelMismatchError, match=r'shapes differ: .*19.*20'):
     predict.load_checkpoint_model(str(tmp_path / 'ckpt'))
+
+
+def test_resize_input_like_the_official_lip_testval(setup):
+  """uint8 image resized by cv2 to a fixed size, prediction upsampled to the label size."""
+  import cv2
+  import torch
+  import torch.nn.functional as F
+  from hrnet_jax import inference
+  model, variables = setup['model'], setup['variables']
+  config = lib_config(setup)
+  config.unlock()
+  config.data.eval_pad_size = (60, 60)
+  config.data.base_size = 64
+  config.eval.resize_input = (64, 64)
+  rng = np.random.default_rng(7)
+  image = rng.integers(0, 256, (60, 44, 3), dtype=np.uint8)
+  label = rng.integers(0, 19, (60, 44)).astype(np.int32)
+  batch = {'image': np.zeros((2, 60, 60, 3), np.uint8),
+           'label': np.full((2, 60, 60), 255, np.int32), 'mask': np.array([True, False]),
+           'height': np.array([60, 0]), 'width': np.array([44, 0])}
+  batch['image'][0, :, :44], batch['label'][0, :, :44] = image, label
+  out = evaluate.evaluate(model, variables, [batch], config=config,
+                          mesh=sharding.make_mesh(devices=jax.devices()[:2]))
+  resized = cv2.resize(image, (64, 64), interpolation=cv2.INTER_LINEAR)
+  logits = np.asarray(jax.jit(model.apply)(variables, inference.normalize(resized[None])))
+  t = torch.from_numpy(logits.transpose(0, 3, 1, 2).copy())
+  probs = F.interpolate(t, size=(64, 64), mode='bilinear', align_corners=False).exp()
+  pred = F.interpolate(probs, size=(60, 44), mode='bilinear', align_corners=False)[0].argmax(0)
+  expected = np.zeros((19, 19), np.int64)
+  np.add.at(expected, (label, pred.numpy()), 1)
+  np.testing.assert_array_equal(out['confusion_matrix'], expected)
