@@ -198,7 +198,7 @@ def main():
     if net is None:
       print(f'{name:<8} {jax_s:10.3f} {"-":>12} {"-":>10} {compile_s:14.1f}')
       continue
-    torch_protocol(net, image, scales=scales, flip=flip, device=device)   # warm-up
+    torch_protocol(net, image, scales=(1.0,), flip=False, device=device)   # warm-up
     torch_s = _median_seconds(
         lambda: torch_protocol(net, image, scales=scales, flip=flip, device=device),
         args.repeats)
