@@ -59,7 +59,7 @@ def _ignore_reason(key: str, layout: keymap.Layout, head: str) -> Optional[str]:
 
 
 def _shape(shape) -> str:
-  return '(' + ', '.join(str(int(d)) for d in shape) + ')'
+  return str(tuple(int(d) for d in shape))
 
 
 def _listing(items: List[str]) -> str:
@@ -67,7 +67,8 @@ def _listing(items: List[str]) -> str:
   return ', '.join(items[:_SHOWN]) + more
 
 
-def _fit_error(name, description, mismatched, missing, unexpected, detected) -> ConversionError:
+def _fit_error(name, description, mismatched, missing, unexpected, detected, file_head
+               ) -> ConversionError:
   parts = []
   if mismatched:
     parts.append('shape mismatch ' + _listing(
@@ -77,9 +78,38 @@ def _fit_error(name, description, mismatched, missing, unexpected, detected) -> 
   if unexpected:
     parts.append('unused ' + _listing([f'{k} {_shape(s)}' for k, s in unexpected]))
   hint = ('the file is not an official HRNet layout this converter knows' if detected else
-          'pass --model/--head/--num-classes that match the file, or leave them out to '
-          'detect them')
+          f'pass --model/--head/--num-classes that match the file (its head tensors are '
+          f'{file_head!r}), or leave them out to detect them')
   return ConversionError(f'{name} does not fit {description}: {"; ".join(parts)}; {hint}')
+
+
+def _trace_init(model: HRNet) -> Tuple[Dict[str, Any], List[keymap.Entry]]:
+  """Abstract variables of `model` and their entries in creation order.
+
+  Creation order is the official module order (conv1, bn1, ..., branches before fuse
+  layers); it is only visible while tracing, since pytrees come out key-sorted.
+  """
+  order = []
+
+  def init(x):
+    variables = model.init(jax.random.key(0), x, train=False)
+    for c in ('params', 'batch_stats'):
+      order.extend((c, tuple(str(p) for p in path)) for path in
+                   flax.traverse_util.flatten_dict(flax.core.unfreeze(variables.get(c, {}))))
+    return variables
+
+  abstract = jax.eval_shape(init, jax.ShapeDtypeStruct(_PROBE_SHAPE, jnp.float32))
+  rank = {item: i for i, item in enumerate(order)}
+  return abstract, rank
+
+
+def _ordered_entries(variables, head, layout, rank) -> List[keymap.Entry]:
+  found = keymap.entries(variables, head, layout)
+  unknown = [e for e in found if (e.collection, e.path) not in rank]
+  if unknown:
+    raise ConversionError(f'variable {unknown[0].collection}/{"/".join(unknown[0].path)} '
+                          'does not belong to the model the metadata describes')
+  return sorted(found, key=lambda e: rank[(e.collection, e.path)])
 
 
 def convert(path_or_state_dict: Any, *, model: Optional[str] = None,
@@ -122,13 +152,12 @@ def convert(path_or_state_dict: Any, *, model: Optional[str] = None,
   except (ValueError, TypeError) as e:
     raise ConversionError(f'{source.name}: {e}') from None
 
-  abstract = jax.eval_shape(lambda x: net.init(jax.random.key(0), x, train=False),
-                            jax.ShapeDtypeStruct(_PROBE_SHAPE, jnp.float32))
+  abstract, rank = _trace_init(net)
   flat_abstract = {c: flax.traverse_util.flatten_dict(flax.core.unfreeze(abstract.get(c, {})))
                    for c in ('params', 'batch_stats')}
   filled = {'params': {}, 'batch_stats': {}}
   used, mismatched, missing = set(), [], []
-  for entry in keymap.entries(abstract, head, layout):
+  for entry in _ordered_entries(abstract, head, layout, rank):
     leaf = flat_abstract[entry.collection][entry.path]
     expected = keymap.torch_shape(tuple(leaf.shape), entry.kind)
     array = source.tensors.get(entry.key)
@@ -142,8 +171,9 @@ def convert(path_or_state_dict: Any, *, model: Optional[str] = None,
     used.add(entry.key)
 
   ignored, unexpected = {}, []
+  mismatched_keys = {k for k, _, _ in mismatched}
   for key, value in source.tensors.items():
-    if key in used:
+    if key in used or key in mismatched_keys:
       continue
     reason = _ignore_reason(key, layout, head)
     if reason is None:
@@ -151,10 +181,13 @@ def convert(path_or_state_dict: Any, *, model: Optional[str] = None,
     else:
       ignored.setdefault(reason, []).append(key)
   if mismatched or missing or unexpected:
+    # The file's order is the official module order; name its first problems first.
+    position = {k: i for i, k in enumerate(source.tensors)}
+    mismatched.sort(key=lambda item: position[item[0]])
     description = f'{model_name} with the {head!r} head' + (
-        f' ({num_classes} classes)' if net.num_classes is not None else '')
+        f' ({net.num_classes} classes)' if net.num_classes is not None else '')
     raise _fit_error(source.name, description, mismatched, missing, unexpected,
-                     detected=guessed)
+                     detected=guessed, file_head=file_head)
 
   variables = {c: flax.traverse_util.unflatten_dict(filled[c]) if filled[c] else {}
                for c in filled}
@@ -189,9 +222,16 @@ def torch_state_dict(variables: Mapping[str, Any], metadata: Mapping[str, Any]
   """The official-layout state_dict (numpy arrays) of Flax variables.
 
   The key layout is the one recorded at conversion (`torch_layout`), else the official
-  one of the head. BN `num_batches_tracked` counters, not tracked here, are written as 0.
+  one of the head; keys come in the official module order. BN `num_batches_tracked`
+  counters, not tracked here, are written as 0.
   """
   head = metadata['head']
+  try:
+    net = create_model(metadata['model'], head=head, num_classes=metadata.get('num_classes'),
+                       **(metadata.get('options') or {}))
+  except (KeyError, ValueError, TypeError) as e:
+    raise ConversionError(f'the metadata does not describe a model ({e})') from None
+  _, rank = _trace_init(net)
   layout_name = metadata.get('torch_layout') or keymap.DEFAULT_LAYOUT[head]
   if layout_name not in keymap.LAYOUTS:
     raise ConversionError(f'unknown torch_layout {layout_name!r} in the metadata; valid: '
@@ -200,8 +240,8 @@ def torch_state_dict(variables: Mapping[str, Any], metadata: Mapping[str, Any]
           for c in ('params', 'batch_stats')}
   flat = {c: {tuple(str(p) for p in path): v for path, v in tree.items()}
           for c, tree in flat.items()}
-  modules: Dict[str, Dict[str, np.ndarray]] = {}   # in Flax creation order, as torch's
-  for entry in keymap.entries(variables, head, keymap.LAYOUTS[layout_name]):
+  modules: Dict[str, Dict[str, np.ndarray]] = {}   # BN statistics join their module
+  for entry in _ordered_entries(variables, head, keymap.LAYOUTS[layout_name], rank):
     group = modules.setdefault(entry.module_key, {})
     group[entry.key] = keymap.to_torch(_as_torch_array(flat[entry.collection][entry.path]),
                                        entry.kind)

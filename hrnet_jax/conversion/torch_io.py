@@ -5,6 +5,7 @@ from a state_dict of numpy arrays) works without it. Tensors become numpy arrays
 the border: everything after this module is torch-free.
 """
 import os
+import re
 import zipfile
 from typing import Any, Dict, Mapping
 
@@ -85,12 +86,12 @@ def read_file(path: str, *, unsafe_pickle: bool = False) -> Any:
     raise ConversionError(f'{path}: truncated checkpoint (the data ends early); download it '
                           'again') from None
   except Exception as e:  # torch.load raises RuntimeError, UnpicklingError, KeyError...
-    message = str(e)
-    if 'Weights only load failed' in message and 'Unsupported' in message:
+    found = re.search(r'Unsupported global: GLOBAL (\S+)', str(e))
+    if found:
       raise ConversionError(
-          f'{path}: holds Python objects besides tensors, which the safe loader refuses; if '
-          'you trust the file, run again with --unsafe-pickle (from_torch(unsafe_pickle=True))'
-      ) from None
+          f'{path}: holds Python objects besides tensors ({found.group(1)}), which the safe '
+          'loader refuses; if you trust the file, run again with --unsafe-pickle '
+          '(from_torch(..., unsafe_pickle=True))') from None
     raise ConversionError(f'{path}: not a readable PyTorch checkpoint ({_first_line(e)}); '
                           'it may be truncated or not a checkpoint') from None
 
@@ -98,7 +99,8 @@ def read_file(path: str, *, unsafe_pickle: bool = False) -> Any:
 def write_state_dict(path: str, state_dict: Mapping[str, np.ndarray]) -> None:
   """torch.save of {key: tensor}, loadable with torch.load(weights_only=True)."""
   torch = import_torch()
-  tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state_dict.items()}
+  # asarray, not ascontiguousarray: the latter turns 0-d counters into shape (1,).
+  tensors = {k: torch.from_numpy(np.asarray(v, order='C')) for k, v in state_dict.items()}
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   torch.save(tensors, path)
