@@ -163,7 +163,7 @@ def _background(c: _Canvas, horizon: int, u: float):
 
 
 def _depth(y: float, horizon: int, h: int) -> float:
-  return 0.45 + 0.75 * (y - horizon) / (h - horizon)
+  return 0.6 + 0.7 * (y - horizon) / (h - horizon)
 
 
 def _barriers(c: _Canvas, horizon: int, u: float) -> None:
@@ -188,7 +188,7 @@ def _pole(c: _Canvas, x: float, base: float, s: float, u: float) -> None:
   c.rect(x - width / 2, top, x + width / 2, base, POLE, (170, 170, 170), texture='cylinder',
          sigma=3.0)
   if rng.random() < 0.55:
-    lw, lh = 20 * u * s, 44 * u * s
+    lw, lh = 24 * u * s, 52 * u * s
     ly = top + rng.uniform(0, 0.15) * height
     side = rng.choice([-1, 1])
     lx = x + side * (width / 2 + lw / 2)
@@ -236,19 +236,19 @@ def _human(c: _Canvas, x: float, feet: float, height: float, cls: int, clothes) 
 def _two_wheeler(c: _Canvas, x: float, base: float, s: float, u: float, cls: int,
                  ridden: bool) -> None:
   rng = c.rng
-  length = (70 if cls == MOTORCYCLE else 64) * u * s
+  length = (88 if cls == MOTORCYCLE else 80) * u * s
   r = length * 0.24
   cy = base - r
   xa, xb = x - length / 2 + r, x + length / 2 - r
   if cls == MOTORCYCLE:
     colour = (125, 35, 160)
-    c.ellipse(xa, cy, r, r, cls, _TYRE, sigma=3)
-    c.ellipse(xb, cy, r, r, cls, _TYRE, sigma=3)
+    c.ellipse(xa, cy, r, r, cls, (70, 20, 90), sigma=3)
+    c.ellipse(xb, cy, r, r, cls, (70, 20, 90), sigma=3)
     c.poly([(xa, cy - r * 0.2), (x - length * 0.1, cy - 1.6 * r), (xb + r * 0.3, cy - 1.4 * r),
             (xb, cy - r * 0.2)], cls, colour, sigma=4)
   else:
     colour = (235, 80, 185)
-    thick = max(int(6 * u * s), 1)
+    thick = max(int(8 * u * s), 1)
     c.ellipse(xa, cy, r, r, cls, colour, thickness=thick, sigma=3)
     c.ellipse(xb, cy, r, r, cls, colour, thickness=thick, sigma=3)
     frame = c.new_mask()
@@ -256,7 +256,7 @@ def _two_wheeler(c: _Canvas, x: float, base: float, s: float, u: float, cls: int
     cv2.polylines(frame, [np.asarray(pts, np.int32)], False, 1, thick)
     c.paint(frame, cls, colour, sigma=4)
   if ridden:
-    _human(c, x - length * 0.05, cy - r * 0.3, 75 * u * s, RIDER,
+    _human(c, x - length * 0.05, cy - r * 0.3, 85 * u * s, RIDER,
            _RIDER_COLOURS[rng.integers(len(_RIDER_COLOURS))])
 
 
@@ -338,7 +338,7 @@ def render_scene(rng: np.random.Generator, height: int, width: int
     if kind == 'pole':
       _pole(c, on_side, base, s, u)
     elif kind == 'person':
-      _human(c, on_side, base, 80 * u * s, PERSON,
+      _human(c, on_side, base, 95 * u * s, PERSON,
              _PERSON_COLOURS[rng.integers(len(_PERSON_COLOURS))])
     elif kind in ('car', 'truck', 'bus'):
       cls = {'car': CAR, 'truck': TRUCK, 'bus': BUS}[kind]
