@@ -200,3 +200,22 @@ def test_overrides_pick_family_numerics(seg_file):
   with pytest.raises(convert.ConversionError, match="unknown family 'caffe'"):
     convert.convert(path, family='caffe')
   assert core.IGNORE_LOSS in result.ignored
+
+
+def test_export_refuses_variables_that_do_not_fit_the_metadata(tmp_path, capsys):
+  state, variables = _random_torch_state('seg')
+  meta = dict(model=VARIANT, head='seg', num_classes=19)
+  partial = {'params': variables['params']}   # no batch_stats
+  stats, total = len(jax.tree.leaves(variables['batch_stats'])), len(jax.tree.leaves(variables))
+  with pytest.raises(convert.ConversionError,
+                     match=f'lack {stats} of the {total} variables.*first backbone/bn1/mean'):
+    convert.torch_state_dict(partial, meta)
+  with pytest.raises(convert.ConversionError, match=r'head/classifier/kernel has shape '
+                     r'\(1, 1, 240, 19\), the model \(1, 1, 240, 20\)'):
+    convert.torch_state_dict(variables, dict(meta, num_classes=20))
+  with pytest.raises(convert.ConversionError, match='does not belong to the model'):
+    convert.torch_state_dict(variables, dict(meta, head='ocr'))
+  assert convert.main(['--to-torch', '--src', str(tmp_path / 'none'), '--out',
+                       str(tmp_path / 'x.pth')]) == 2
+  err = capsys.readouterr().err
+  assert err.count('\n') == 1 and 'no such checkpoint directory' in err

@@ -104,11 +104,12 @@ def _trace_init(model: HRNet) -> Tuple[Dict[str, Any], List[keymap.Entry]]:
 
 
 def _ordered_entries(variables, head, layout, rank) -> List[keymap.Entry]:
+  for c in ('params', 'batch_stats'):
+    for path in flax.traverse_util.flatten_dict(flax.core.unfreeze(variables.get(c) or {})):
+      if (c, tuple(str(p) for p in path)) not in rank:
+        raise ConversionError(f'variable {c}/{"/".join(map(str, path))} does not belong to '
+                              'the model the metadata describes')
   found = keymap.entries(variables, head, layout)
-  unknown = [e for e in found if (e.collection, e.path) not in rank]
-  if unknown:
-    raise ConversionError(f'variable {unknown[0].collection}/{"/".join(unknown[0].path)} '
-                          'does not belong to the model the metadata describes')
   return sorted(found, key=lambda e: rank[(e.collection, e.path)])
 
 
@@ -226,12 +227,13 @@ def torch_state_dict(variables: Mapping[str, Any], metadata: Mapping[str, Any]
   counters, not tracked here, are written as 0.
   """
   head = metadata['head']
+  options = {k: v for k, v in (metadata.get('options') or {}).items() if v is not None}
+  classes = None if head in ('pyramid', 'features') else metadata.get('num_classes')
   try:
-    net = create_model(metadata['model'], head=head, num_classes=metadata.get('num_classes'),
-                       **(metadata.get('options') or {}))
+    net = create_model(metadata['model'], head=head, num_classes=classes, **options)
   except (KeyError, ValueError, TypeError) as e:
     raise ConversionError(f'the metadata does not describe a model ({e})') from None
-  _, rank = _trace_init(net)
+  abstract, rank = _trace_init(net)
   layout_name = metadata.get('torch_layout') or keymap.DEFAULT_LAYOUT[head]
   if layout_name not in keymap.LAYOUTS:
     raise ConversionError(f'unknown torch_layout {layout_name!r} in the metadata; valid: '
@@ -240,11 +242,23 @@ def torch_state_dict(variables: Mapping[str, Any], metadata: Mapping[str, Any]
           for c in ('params', 'batch_stats')}
   flat = {c: {tuple(str(p) for p in path): v for path, v in tree.items()}
           for c, tree in flat.items()}
+  entries = _ordered_entries(variables, head, keymap.LAYOUTS[layout_name], rank)
+  present = {(e.collection, e.path) for e in entries}
+  absent = [item for item in rank if item not in present]
+  if absent:
+    raise ConversionError(f'the variables lack {len(absent)} of the {len(rank)} variables of '
+                          f'{metadata["model"]}/{head}, first {"/".join(absent[0][1])}')
+  expected = {c: flax.traverse_util.flatten_dict(flax.core.unfreeze(abstract.get(c) or {}))
+              for c in ('params', 'batch_stats')}
   modules: Dict[str, Dict[str, np.ndarray]] = {}   # BN statistics join their module
-  for entry in _ordered_entries(variables, head, keymap.LAYOUTS[layout_name], rank):
+  for entry in entries:
+    value = _as_torch_array(flat[entry.collection][entry.path])
+    shape = tuple(expected[entry.collection][entry.path].shape)
+    if value.shape != shape:
+      raise ConversionError(f'{entry.collection}/{"/".join(entry.path)} has shape '
+                            f'{_shape(value.shape)}, the model {_shape(shape)}')
     group = modules.setdefault(entry.module_key, {})
-    group[entry.key] = keymap.to_torch(_as_torch_array(flat[entry.collection][entry.path]),
-                                       entry.kind)
+    group[entry.key] = keymap.to_torch(value, entry.kind)
     if entry.collection == 'batch_stats' and entry.path[-1] == 'var':
       group[entry.module_key + '.num_batches_tracked'] = np.zeros((), np.int64)
   return {k: v for group in modules.values() for k, v in group.items()}
