@@ -229,3 +229,20 @@ def test_pyramid_levels_equal_reference_from_an_mmdet_file(tmp_path):
   official = convert.convert(renamed)
   assert official.metadata['torch_layout'] == 'hrnet-det'
   jax.tree.map(np.testing.assert_array_equal, official.variables, result.variables)
+
+
+def test_mmsegmentation_file_converts_its_backbone_with_bilinear_fusion(seg_v11):
+  net, _, result = seg_v11
+  state = {f'backbone.{k}': v for k, v in net.state_dict().items()
+           if not k.startswith('last_layer.')}
+  heads = {'decode_head.convs.0.conv.weight': torch.zeros(240, 240, 1, 1),
+           'decode_head.conv_seg.weight': torch.zeros(19, 240, 1, 1),
+           'auxiliary_head.conv_seg.bias': torch.zeros(19)}
+  mmseg = convert.convert({**state, **heads})
+  meta = mmseg.metadata
+  assert (meta['head'], meta['family'], meta['torch_layout']) == ('features', 'mmseg', 'mmseg')
+  o = meta['options']
+  assert (o['upsample'], o['align_corners'], o['bn_momentum']) == ('bilinear', False, 0.1)
+  assert mmseg.ignored[core.IGNORE_MMSEG] == list(heads)
+  jax.tree.map(np.testing.assert_array_equal, mmseg.variables['params']['backbone'],
+               result.variables['params']['backbone'])

@@ -26,6 +26,7 @@ IGNORE_BN_COUNTER = 'BatchNorm num_batches_tracked counters (unused: the momentu
 IGNORE_LOSS = "the segmentation trainer's loss buffers (loss.*, class weights)"
 IGNORE_DETECTOR = 'detector layers after the neck (RPN / RoI heads): no Flax counterpart'
 IGNORE_TASK_HEAD = "the file's task head (head 'features' keeps the backbone only)"
+IGNORE_MMSEG = 'mmsegmentation decode / auxiliary heads: no Flax counterpart'
 
 
 @dataclasses.dataclass
@@ -50,6 +51,8 @@ def _ignore_reason(key: str, layout: keymap.Layout, head: str) -> Optional[str]:
     return IGNORE_BN_COUNTER
   if key.startswith('loss.'):
     return IGNORE_LOSS
+  if layout.name == 'mmseg' and not key.startswith(layout.backbone):
+    return IGNORE_MMSEG
   inner = detect.strip_layout(key, layout)
   if inner is None:
     return IGNORE_DETECTOR if layout.backbone else None

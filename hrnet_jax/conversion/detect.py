@@ -32,6 +32,9 @@ FAMILIES = {
     # HRFPN's concat is bilinear with align_corners False.
     'det': ('HRNet-Object-Detection / mmdetection HRFPN',
             dict(upsample='nearest', align_corners=False, bn_momentum=0.1)),
+    # mmsegmentation's HRModule resizes to the exact size, bilinear, align_corners False.
+    'mmseg': ('mmsegmentation HRNet backbone',
+              dict(upsample='bilinear', align_corners=False, bn_momentum=0.1)),
 }
 _CONTAINER_KEYS = ('state_dict', 'model', 'model_state', 'net')
 
@@ -76,6 +79,8 @@ def detect_layout(keys) -> str:
   if body and all(k.startswith('model.') for k in body):
     return 'model-prefix'
   if any(k.startswith('backbone.') for k in keys):
+    if any(k.startswith('decode_head.') for k in keys):
+      return 'mmseg'
     if 'neck.reduction_conv.0.weight' in keys:
       return 'hrnet-det'
     if any(k.startswith('neck.fpn_conv.') for k in keys):
@@ -176,6 +181,8 @@ def detect_head_config(head: str, shapes: Mapping[str, Tuple[int, ...]], layout:
 
 def detect_family(head: str, layout: str, name: str) -> str:
   """The official code base a file comes from, by its source head and layout."""
+  if layout == 'mmseg':
+    return 'mmseg'
   if head == 'pyramid' or keymap.LAYOUTS[layout].backbone:
     return 'det'
   if head == 'ocr':

@@ -39,6 +39,9 @@ LAYOUTS = {layout.name: layout for layout in [
            description='mmdetection 1.x: neck.reduction_conv.conv, neck.fpn_conv.K'),
     Layout('hrnet-det', backbone='backbone.', head='neck.', pyramid='hrnet-det',
            description='HRNet-Object-Detection: neck.reduction_conv.0, neck.fpn_conv.K'),
+    # mmsegmentation's decode heads have no Flax counterpart: the backbone converts alone.
+    Layout('mmseg', backbone='backbone.', head='decode_head.',
+           description='mmsegmentation: backbone.*, decode_head.*, auxiliary_head.*'),
 ]}
 
 # The layout written by --to-torch when the metadata does not record one (models trained
