@@ -12,7 +12,6 @@ import hrnet_jax
 from hrnet_jax import checkpointing, convert
 from hrnet_jax.conversion import core, keymap
 
-import convert_testlib as lib
 from model_helpers import random_variables
 
 VARIANT = 'hrnet_w18_small_v1'

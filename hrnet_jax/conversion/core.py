@@ -7,7 +7,7 @@ Anything else is one `ConversionError` naming the first offending keys.
 """
 import dataclasses
 import os
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import flax
 import jax
@@ -86,8 +86,11 @@ def _fit_error(name, description, mismatched, missing, unexpected, detected, fil
   return ConversionError(f'{name} does not fit {description}: {"; ".join(parts)}; {hint}')
 
 
-def _trace_init(model: HRNet) -> Tuple[Dict[str, Any], List[keymap.Entry]]:
-  """Abstract variables of `model` and their entries in creation order.
+_Rank = Dict[Tuple[str, Tuple[str, ...]], int]
+
+
+def _trace_init(model: HRNet) -> Tuple[Dict[str, Any], _Rank]:
+  """Abstract variables of `model`, and the creation rank of each (collection, path).
 
   Creation order is the official module order (conv1, bn1, ..., branches before fuse
   layers); it is only visible while tracing, since pytrees come out key-sorted.
@@ -106,7 +109,8 @@ def _trace_init(model: HRNet) -> Tuple[Dict[str, Any], List[keymap.Entry]]:
   return abstract, rank
 
 
-def _ordered_entries(variables, head, layout, rank) -> List[keymap.Entry]:
+def _ordered_entries(variables, head: str, layout: keymap.Layout, rank: _Rank
+                     ) -> List[keymap.Entry]:
   for c in ('params', 'batch_stats'):
     for path in flax.traverse_util.flatten_dict(flax.core.unfreeze(variables.get(c) or {})):
       if (c, tuple(str(p) for p in path)) not in rank:
@@ -136,11 +140,12 @@ def convert(path_or_state_dict: Any, *, model: Optional[str] = None,
     if inner is not None:
       shapes[inner] = tuple(value.shape)
   file_head = detect.detect_head(shapes)
-  file_classes, file_head_options = detect.detect_head_config(file_head, shapes, layout)
   guessed = model is None and head is None and num_classes is None
   model_name = model or detect.detect_variant(shapes, source.name)
   head = head or file_head
   if head == file_head:
+    file_classes, file_head_options = detect.detect_head_config(file_head, shapes, layout,
+                                                                source.name)
     create_kwargs = {**file_head_options, **create_kwargs}
     if num_classes is None:
       num_classes = file_classes

@@ -152,12 +152,13 @@ def detect_head(keys) -> str:
   return 'features'
 
 
-def detect_head_config(head: str, shapes: Mapping[str, Tuple[int, ...]], layout: keymap.Layout
-                       ) -> Tuple[Optional[int], Dict[str, Any]]:
+def detect_head_config(head: str, shapes: Mapping[str, Tuple[int, ...]], layout: keymap.Layout,
+                       name: str) -> Tuple[Optional[int], Dict[str, Any]]:
   """(class count, head options) of the head a file carries."""
   def first_dim(key):
     if key not in shapes:
-      raise ConversionError(f'the {head} head of this file lacks {key}')
+      raise ConversionError(f'{name}: its {head} head lacks {key} (convert the backbone alone '
+                            'with --head features)')
     return int(shapes[key][0])
 
   if head == 'cls':
