@@ -13,8 +13,10 @@ from hrnet_jax.models.specs import VARIANTS, VariantSpec, get_spec
 
 # Per head, the conventions of the official code it comes from:
 #   cls / features: HRNet-Image-Classification and timm (nearest, BN 0.1, kaiming init);
-#   seg / pyramid: HRNet-Semantic-Segmentation `pytorch-v1.1` (bilinear, align_corners
-#     False, BN 0.01, normal(0.001) init);
+#   seg: HRNet-Semantic-Segmentation `pytorch-v1.1` (bilinear, align_corners False,
+#     BN 0.01, normal(0.001) init);
+#   pyramid: HRNet-Object-Detection / mmdetection (nearest fusion, BN 0.1, kaiming init;
+#     the HRFPN neck itself concatenates with bilinear);
 #   ocr: the `HRNet-OCR` branch (bilinear, align_corners True, BN 0.1);
 #   pose: deep-high-resolution-net.pytorch (nearest, BN 0.1, normal(0.001) init).
 FAMILY_DEFAULTS = {
@@ -23,8 +25,8 @@ FAMILY_DEFAULTS = {
                      conv_init='kaiming'),
     'seg': dict(upsample='bilinear', align_corners=False, bn_momentum=0.01,
                 conv_init='normal'),
-    'pyramid': dict(upsample='bilinear', align_corners=False, bn_momentum=0.01,
-                    conv_init='normal'),
+    'pyramid': dict(upsample='nearest', align_corners=False, bn_momentum=0.1,
+                    conv_init='kaiming'),
     'ocr': dict(upsample='bilinear', align_corners=True, bn_momentum=0.1, conv_init='normal'),
     'pose': dict(upsample='nearest', align_corners=False, bn_momentum=0.1, conv_init='normal'),
 }
