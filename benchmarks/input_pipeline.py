@@ -6,7 +6,7 @@ bilinear + label nearest, pad, random 512x1024 crop, flip) to a uint8 image and 
 label. The baseline reads the extracted files with cv2.imread as the official
 `Cityscapes` dataset does; ours reads the TFDS (ArrayRecord) build of the same zips.
 Images are generated at full size with photo-like shading and noise, so their PNGs are
-~2 MB and decoding costs what it costs on the real data.
+~2.5 MB, as the real ones, and decoding costs what it costs there.
 
     python benchmarks/input_pipeline.py [--num_images 24] [--workers 1,2]
 

@@ -25,6 +25,7 @@ _LAZY = {
     'TrainLoader': 'hrnet_jax.data.loader',
     'EvalLoader': 'hrnet_jax.data.loader',
     'get_builder': 'hrnet_jax.data.sources',
+    'build_datasets': 'hrnet_jax.data.sources',
 }
 
 __all__ = ['DataError', 'DatasetInfo', 'dataset_names', 'get_dataset_info', *_LAZY]

@@ -38,14 +38,14 @@ def block_labels(rng: np.random.Generator, height: int, width: int, values, bloc
 
 def textured_image(rng: np.random.Generator, label: np.ndarray, colours: np.ndarray
                    ) -> np.ndarray:
-  """Photo-like RGB: label colours with smooth shading and sensor noise (PNGs of ~2 MB at
+  """Photo-like RGB: label colours with smooth shading and sensor noise (PNGs of ~2.5 MB at
   1024x2048, like the real leftImg8bit files, so decoding costs what it costs there)."""
   h, w = label.shape
   image = colours[label].astype(np.float32)
   shade = cv2.resize(rng.standard_normal((h // 32, w // 32), dtype=np.float32), (w, h),
                      interpolation=cv2.INTER_CUBIC)
   image *= (1.0 + 0.2 * shade)[..., None]
-  image += 6.0 * rng.standard_normal((h, w, 3), dtype=np.float32)
+  image += 1.5 * rng.standard_normal((h, w, 1), dtype=np.float32)
   return np.clip(image, 0, 255).astype(np.uint8)
 
 

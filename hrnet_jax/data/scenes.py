@@ -168,12 +168,12 @@ def _depth(y: float, horizon: int, h: int) -> float:
 
 def _barriers(c: _Canvas, horizon: int, u: float) -> None:
   rng = c.rng
-  for _ in range(rng.integers(1, 4)):
+  for k in range(rng.integers(2, 4)):
     x0 = rng.uniform(-0.1, 0.85) * c.w
-    x1 = x0 + rng.uniform(0.1, 0.3) * c.w
-    bottom = horizon + rng.uniform(4, 14) * u
-    top = bottom - rng.uniform(14, 30) * u
-    if rng.random() < 0.5:
+    x1 = x0 + rng.uniform(0.15, 0.35) * c.w
+    bottom = horizon + rng.uniform(6, 18) * u
+    top = bottom - rng.uniform(22, 40) * u
+    if k % 2 == rng.integers(2):   # a mix of walls and fences in most scenes
       c.rect(x0, top, x1, bottom, WALL, (205, 205, 120), texture='hstripes',
              period=max(6 * u, 2), sigma=4.0)
     else:
@@ -183,7 +183,7 @@ def _barriers(c: _Canvas, horizon: int, u: float) -> None:
 
 def _pole(c: _Canvas, x: float, base: float, s: float, u: float) -> None:
   rng = c.rng
-  height, width = rng.uniform(110, 160) * u * s, rng.uniform(10, 14) * u * s
+  height, width = rng.uniform(110, 160) * u * s, rng.uniform(12, 16) * u * s
   top = max(base - height, 4 * u)
   c.rect(x - width / 2, top, x + width / 2, base, POLE, (170, 170, 170), texture='cylinder',
          sigma=3.0)

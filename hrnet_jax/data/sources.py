@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import logging
 import os
 from typing import Any
 
+from absl import logging
 import cv2
 import numpy as np
 
@@ -34,6 +34,24 @@ def default_data_dir() -> str:
 
 def default_manual_dir(data_dir: str) -> str:
   return os.path.join(data_dir, 'downloads', 'manual')
+
+
+@contextlib.contextmanager
+def _quiet_absl():
+  """TFDS warns about the not-yet-built version folder on every look-up before a build."""
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  try:
+    yield
+  finally:
+    absl_logging.set_verbosity(verbosity)
+
+
+def _find_builder(tfds, info: DatasetInfo, data_dir: str):
+  with _quiet_absl():
+    builder = tfds.builder(info.tfds_name, data_dir=data_dir, file_format='array_record')
+    return builder, builder.is_prepared()
 
 
 @contextlib.contextmanager
@@ -72,21 +90,22 @@ def get_builder(info: DatasetInfo, *, data_dir: str | None = None,
   if info.builder_module:
     importlib.import_module(info.builder_module)   # registers our own builders
   data_dir = data_dir or default_data_dir()
-  builder = tfds.builder(info.tfds_name, data_dir=data_dir, file_format='array_record')
-  if builder.is_prepared() or not build:
+  builder, prepared = _find_builder(tfds, info, data_dir)
+  if prepared or not build:
     return builder
   manual_dir = manual_dir or default_manual_dir(data_dir)
   check_manual_files(info, manual_dir)
   with _build_lock(data_dir, info.tfds_name):
-    builder = tfds.builder(info.tfds_name, data_dir=data_dir, file_format='array_record')
-    if not builder.is_prepared():
+    builder, prepared = _find_builder(tfds, info, data_dir)
+    if not prepared:
       _build_in_child(info, data_dir, manual_dir)
-      builder = tfds.builder(info.tfds_name, data_dir=data_dir, file_format='array_record')
+      builder, _ = _find_builder(tfds, info, data_dir)
   return builder
 
 
 def _build_in_child(info: DatasetInfo, data_dir: str, manual_dir: str) -> None:
-  logging.info('Building %s into %s', info.tfds_name, data_dir)
+  logging.info('Building %s into %s (once; a child process runs TFDS).', info.tfds_name,
+               data_dir)
   build_datasets([info.name], data_dir=data_dir, manual_dir=manual_dir)
 
 

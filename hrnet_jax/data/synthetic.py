@@ -32,10 +32,11 @@ class HrnetSyntheticConfig(tfds.core.BuilderConfig):
 class HrnetSynthetic(tfds.core.GeneratorBasedBuilder):
   """Street-like scenes with the 19 Cityscapes trainIds (255 = void)."""
 
-  VERSION = tfds.core.Version('1.2.0')
+  VERSION = tfds.core.Version('1.3.0')
   RELEASE_NOTES = {'1.0.0': 'First version.',
                    '1.1.0': 'A colour family per class, larger thin objects.',
-                   '1.2.0': 'Larger two-wheelers, people and lights; nearer depth range.'}
+                   '1.2.0': 'Larger two-wheelers, people and lights; nearer depth range.',
+                   '1.3.0': 'More and larger walls and fences, wider poles.'}
   BUILDER_CONFIGS = [
       HrnetSyntheticConfig(name='default', description='256x512, 300/100 images.',
                            height=256, width=512, num_train=300, num_validation=100),
