@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging as std_logging
 import os
 from typing import Any
 
@@ -38,6 +39,17 @@ REQUIRED_METADATA = ('model', 'head', 'num_classes', 'options', 'source')
 
 class CheckpointError(Exception):
   """A checkpoint directory is missing, empty or unreadable."""
+
+
+class _NoStepMetadataWarning(std_logging.Filter):
+  """Reading one item (`state/`) of a step directory on its own is how load_model reads
+  training checkpoints; Orbax warns that the step-level metadata is not in the item."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return not str(record.msg).startswith('Metadata file does not exist')
+
+
+logging.get_absl_logger().addFilter(_NoStepMetadataWarning())
 
 
 # ----------------------------------------------------------------------------

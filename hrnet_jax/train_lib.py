@@ -119,6 +119,11 @@ def _evaluate(model, state, config, mesh, writer, workdir, step) -> dict[str, An
   score_key = 'top1' if config.model.head == 'cls' else 'mIoU'
   result['score'] = float(result[score_key])
   logging.info('Evaluation at step %d: %s %.4f', step, score_key, result['score'])
+  if 'per_class_iou' in result:
+    names = data_lib.get_dataset_info(config.data.name).class_names
+    present = result.get('present', [True] * len(names))
+    logging.info('  IoU: %s', ', '.join(
+        f'{n} {v:.3f}' for n, v, p in zip(names, result['per_class_iou'], present) if p))
   return result
 
 

@@ -71,6 +71,9 @@ def main():
   args = parser.parse_args()
 
   sys.path.insert(0, ROOT)
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  logging.use_absl_handler()
+  logging.set_verbosity(logging.INFO)   # outside app.run absl logs only warnings
   from hrnet_jax import distributed  # pylint: disable=g-import-not-at-top
   if args.num_processes:
     distributed.maybe_initialize(coordinator_address=f'127.0.0.1:{args.port}',
