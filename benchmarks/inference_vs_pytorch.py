@@ -17,60 +17,23 @@ one-off XLA compile time.
 """
 import argparse
 import os
-import statistics
 import sys
 import time
 
 import numpy as np
 
+from torch_reference import build_torch_seg, median_seconds
+
 MS_SCALES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
-TIMM_NAMES = {'hrnet_w18_small_v1': 'hrnet_w18_small'}
-
-
-def _median_seconds(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 # ----------------------------------------------------------------------------
 # PyTorch: timm backbone + the official head, official test loop.
 # ----------------------------------------------------------------------------
 def build_torch(model_name, num_classes, device):
-  import timm
-  import torch
-  import torch.nn.functional as F
-
-  backbone = timm.create_model(TIMM_NAMES.get(model_name, model_name), features_only=True,
-                               feature_location='', out_indices=(1, 2, 3, 4))
-  for m in backbone.modules():
-    if isinstance(m, torch.nn.Upsample):
-      m.mode = 'bilinear'
-  width = sum(backbone.feature_info.channels())
-
-  class Net(torch.nn.Module):
-
-    def __init__(self):
-      super().__init__()
-      self.backbone = backbone
-      # pytorch-v1.1 `last_layer`: conv1x1 + BN + ReLU, conv1x1 to the classes.
-      self.last_layer = torch.nn.Sequential(
-          torch.nn.Conv2d(width, width, 1), torch.nn.BatchNorm2d(width, momentum=0.01),
-          torch.nn.ReLU(inplace=True), torch.nn.Conv2d(width, num_classes, 1))
-
-    def forward(self, x):
-      feats = self.backbone(x)
-      h, w = feats[0].shape[2:]
-      feats = [feats[0]] + [F.interpolate(f, size=(h, w), mode='bilinear',
-                                          align_corners=False) for f in feats[1:]]
-      return self.last_layer(torch.cat(feats, 1))
-
-  return Net().eval().to(device)
+  return build_torch_seg(model_name, num_classes).eval().to(device)
 
 
 def torch_protocol(net, image_uint8, *, scales, flip, device):
@@ -194,12 +157,12 @@ def main():
     start = time.perf_counter()
     fn(variables, x).block_until_ready()
     compile_s = time.perf_counter() - start
-    jax_s = _median_seconds(lambda: fn(variables, x).block_until_ready(), args.repeats)
+    jax_s = median_seconds(lambda: fn(variables, x).block_until_ready(), args.repeats)
     if net is None:
       print(f'{name:<8} {jax_s:10.3f} {"-":>12} {"-":>10} {compile_s:14.1f}')
       continue
     torch_protocol(net, image, scales=(1.0,), flip=False, device=device)   # warm-up
-    torch_s = _median_seconds(
+    torch_s = median_seconds(
         lambda: torch_protocol(net, image, scales=scales, flip=flip, device=device),
         args.repeats)
     print(f'{name:<8} {jax_s:10.3f} {torch_s:12.3f} {torch_s / jax_s:10.2f} {compile_s:14.1f}')

@@ -11,59 +11,20 @@ hrnet-jax is faster), plus the one-off XLA compile time.
 """
 import argparse
 import os
-import statistics
 import sys
 import time
 
 import numpy as np
 
-TIMM_NAMES = {'hrnet_w18_small_v1': 'hrnet_w18_small'}
+from torch_reference import build_torch_seg, median_seconds, timm_name
 
-
-def _timed(fn, repeats):
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return statistics.median(times)
 
 
 def torch_model(name, head, num_classes):
-  import timm
-  import torch
-  from torch import nn
-  import torch.nn.functional as F
-
-  timm_name = TIMM_NAMES.get(name, name)
   if head == 'cls':
-    return timm.create_model(timm_name, num_classes=num_classes)
-  backbone = timm.create_model(timm_name, features_only=True, feature_location='',
-                               out_indices=(1, 2, 3, 4))
-  if head == 'seg':
-    for module in backbone.modules():
-      if isinstance(module, nn.Upsample):
-        module.mode = 'bilinear'   # pytorch-v1.1 fuses with bilinear, align_corners=False
-  channels = sum(backbone.feature_info.channels())
-
-  class SegHead(nn.Module):
-    """The pytorch-v1.1 `last_layer`."""
-
-    def __init__(self):
-      super().__init__()
-      self.last_layer = nn.Sequential(
-          nn.Conv2d(channels, channels, 1), nn.BatchNorm2d(channels, momentum=0.01),
-          nn.ReLU(), nn.Conv2d(channels, num_classes, 1))
-
-    def forward(self, xs):
-      size = xs[0].shape[2:]
-      ups = [xs[0]] + [F.interpolate(x, size=size, mode='bilinear', align_corners=False)
-                       for x in xs[1:]]
-      return self.last_layer(torch.cat(ups, 1))
-
-  if head != 'seg':
-    raise SystemExit(f'--head={head}: the PyTorch reference here covers seg and cls')
-  return nn.Sequential(backbone, SegHead())
+    import timm
+    return timm.create_model(timm_name(name), num_classes=num_classes)
+  return build_torch_seg(name, num_classes)
 
 
 def bench_torch(args, images_nhwc):
@@ -82,10 +43,10 @@ def bench_torch(args, images_nhwc):
 
   model.eval()
   forward()
-  fwd = _timed(forward, args.repeats)
+  fwd = median_seconds(forward, args.repeats)
   model.train()
   forward_backward()
-  fwd_bwd = _timed(forward_backward, args.repeats)
+  fwd_bwd = median_seconds(forward_backward, args.repeats)
   return fwd, fwd_bwd
 
 
@@ -117,8 +78,8 @@ def bench_jax(args, images_nhwc):
   start = time.perf_counter()
   jax.block_until_ready(forward_backward(variables, x))
   compile_bwd = time.perf_counter() - start
-  fwd = _timed(lambda: jax.block_until_ready(forward(variables, x)), args.repeats)
-  fwd_bwd = _timed(lambda: jax.block_until_ready(forward_backward(variables, x)),
+  fwd = median_seconds(lambda: jax.block_until_ready(forward(variables, x)), args.repeats)
+  fwd_bwd = median_seconds(lambda: jax.block_until_ready(forward_backward(variables, x)),
                    args.repeats)
   return fwd, fwd_bwd, compile_fwd + compile_bwd
 
