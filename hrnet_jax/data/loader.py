@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from typing import Any
 
@@ -36,8 +37,9 @@ _INFINITE = sys.maxsize // 4
 
 
 def _worker_init(worker_index: int, worker_count: int) -> None:
-  del worker_index, worker_count
-  cv2.setNumThreads(1)   # parallelism comes from the worker processes
+  del worker_index
+  # The workers share the host's cores; OpenCV's own threads get what is left per worker.
+  cv2.setNumThreads(max(1, (os.cpu_count() or 1) // worker_count))
 
 
 @dataclasses.dataclass(frozen=True)
