@@ -254,3 +254,5 @@ def train_and_evaluate(config, workdir: str, *,
     preemption.restore()
     writer.flush()
     ckpt.close()
+    if hasattr(loader, 'close'):
+      loader.close()   # stops grain's worker processes and frees their shared memory

@@ -181,3 +181,56 @@ def test_grad_accumulation_averages_micro_batches():
   with pytest.raises(AssertionError):
     assert_trees_close(accumulated['batch_stats'], full['batch_stats'])
 
+
+
+def test_merge_pretrained_loads_matching_variables_only():
+  config = tiny_config()
+  mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:2])
+  tx, _ = optim.make_optimizer(config.optimizer, 10)
+  state, _ = ts.create_state(TinySeg(), tx, seed=0, mesh=mesh)
+  params = jax.device_get(state.params)
+  other = {
+      'params': {
+          'Conv_0': {'kernel': np.full_like(params['Conv_0']['kernel'], 0.5),
+                     'bias': np.zeros(3, np.float32)},          # wrong shape: kept fresh
+          'classifier': {'kernel': np.ones((4, 4), np.float32)},  # not in the model
+      },
+      'batch_stats': {'BatchNorm_0': {'mean': np.full(8, 2.0, np.float32)}},
+  }
+  merged, report = ts.merge_pretrained(state, other, source='test')
+  assert report['loaded'] == ['params/Conv_0/kernel', 'batch_stats/BatchNorm_0/mean']
+  assert report['ignored'] == ['params/classifier/kernel']
+  assert report['mismatched'] == ['params/Conv_0/bias (3,) vs (8,)']
+  assert 'params/Conv_1/kernel' in report['fresh']
+  np.testing.assert_array_equal(merged.params['Conv_0']['kernel'], 0.5)
+  np.testing.assert_array_equal(merged.params['Conv_0']['bias'], params['Conv_0']['bias'])
+  np.testing.assert_array_equal(merged.batch_stats['BatchNorm_0']['mean'], 2.0)
+  assert merged.params['Conv_0']['kernel'].sharding == state.params['Conv_0']['kernel'].sharding
+  with pytest.raises(ValueError, match='shares no variable'):
+    ts.merge_pretrained(state, {'params': {'x': {'y': np.zeros(2)}}}, source='ckpt')
+
+
+def test_bfloat16_compute_keeps_float32_parameters(one_device):
+  config = tiny_config(**{'model.dtype': 'bfloat16'})
+  mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
+  out = _run(config, mesh, tiny_batch())
+  assert all(x.dtype == np.float32 for x in jax.tree.leaves(out['params']))
+  assert all(x.dtype == np.float32 for x in jax.tree.leaves(out['grads']))
+  # bf16 has 8 bits of mantissa: the same step within bf16 precision, not bitwise.
+  np.testing.assert_allclose(out['loss'], one_device['loss'], rtol=2e-2)
+  assert out['loss'] != one_device['loss']
+
+
+def test_remat_gives_the_same_step(one_device):
+  config = tiny_config(**{'model.remat': True})
+  model = train_lib.build_model(config)
+  images = jnp.zeros((1, 32, 32, 3))
+  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images))
+  jaxpr = jax.make_jaxpr(lambda v: model.apply(v, images, train=True,
+                                               mutable=['batch_stats']))(variables)
+  assert 'checkpoint' in str(jaxpr) or 'remat' in str(jaxpr)
+  mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
+  out = _run(config, mesh, tiny_batch())
+  np.testing.assert_allclose(out['loss'], one_device['loss'], rtol=1e-6)
+  assert_trees_close(out['grads'], one_device['grads'])
+  assert_trees_close(out['params'], one_device['params'])
