@@ -1,13 +1,14 @@
 """Deterministic, resumable, multi-process input pipelines (grain over `tfds.data_source`).
 
-Training order. Epoch e is the permutation `default_rng([seed, e, _PERM]).permutation(n)`
-of the split; global step s of the epoch takes positions [s*B, (s+1)*B) of it (B = global
-batch, n // B steps per epoch, the rest dropped as drop_last); process p of P takes the
-p-th contiguous slice of b = B / P examples. Example r of epoch e is augmented with
-`default_rng([seed, e, r])`. Hence the stream is a pure function of (seed, step): shards
-are disjoint, the global batches do not depend on the number of processes or workers,
-and the iterator state is just the next step, so a restore (in a new process, with any
-number of workers) continues with exactly the batch that would have come next.
+Training order. Epoch e is the permutation `default_rng([_SHUFFLE, seed, e])
+.permutation(n)` of the split; global step s of the epoch takes positions [s*B, (s+1)*B)
+of it (B = global batch, n // B steps per epoch, the rest dropped as drop_last); process
+p of P takes the p-th contiguous slice of b = B / P examples. Example r of epoch e is
+augmented with `default_rng([_AUGMENT, seed, e, r])`. Hence the stream is a pure
+function of (seed, step): shards are disjoint, the global batches do not depend on the
+number of processes or workers, and the iterator state is just the next step, so a
+restore (in a new process, with any number of workers) continues with exactly the batch
+that would have come next.
 
 Evaluation. Example i of the split goes to global slot i of ceil(n / B) batches; slots
 past n are padding with mask False, so every process runs the same number of batches and
@@ -31,7 +32,8 @@ from hrnet_jax.data import transforms
 from hrnet_jax.data.errors import DataError
 from hrnet_jax.data.registry import DatasetInfo, get_dataset_info
 
-_PERM = 0x5EED          # separates the shuffling stream from the augmentation streams
+# Leading words that keep the shuffling and augmentation random streams apart.
+_SHUFFLE, _AUGMENT = 1, 2
 _STATE_VERSION = 1
 _INFINITE = sys.maxsize // 4
 
@@ -93,13 +95,14 @@ class _TrainExample:
     step, within = divmod(local, self.batch)
     perm = self._perms.get(epoch)
     if perm is None:
-      perm = np.random.default_rng([self.seed, epoch, _PERM]).permutation(self.num_records)
+      perm = np.random.default_rng([_SHUFFLE, self.seed, epoch]).permutation(
+          self.num_records)
       self._perms = {epoch: perm}    # one epoch at a time is enough and keeps workers small
     return epoch, int(perm[step * self.global_batch + self.process_index * self.batch + within])
 
   def __call__(self, position: int) -> dict[str, np.ndarray]:
     epoch, record = self.record_at(position)
-    rng = np.random.default_rng([self.seed, epoch, record])
+    rng = np.random.default_rng([_AUGMENT, self.seed, epoch, record])
     example = self.source[record]
     what = sources.example_id(example, self.info, self.split, record)
     opt = self.options
