@@ -57,6 +57,9 @@ def _find_builder(tfds, info: DatasetInfo, data_dir: str):
 @contextlib.contextmanager
 def _build_lock(data_dir: str, name: str):
   """Serialises builds of one dataset by several processes on one machine."""
+  if '://' in data_dir:   # gs:// etc.: no local lock; build ahead with hrnet_jax.data.build
+    yield
+    return
   import fcntl  # pylint: disable=g-import-not-at-top
   os.makedirs(data_dir, exist_ok=True)
   path = os.path.join(data_dir, f'.{name.replace("/", "_")}.lock')
