@@ -118,7 +118,8 @@ def test_cityscapes_w48_runs_on_fake_cityscapes(tmp_path):
       '--set', 'data.base_size=2048', '--set', 'global_batch_size=3',
       '--set', 'loss.chunk_images=3', f'--set=init_checkpoint={tmp_path / "imagenet"}',
       '--set', 'num_train_steps=4', '--set', 'checkpoint.every_steps=2',
-      '--set', 'eval.every_steps=0', '--set', 'eval.global_batch_size=1', devices=1)
+      '--set', 'eval.every_steps=0', '--set', 'eval.global_batch_size=1',
+      '--set', 'eval.resize_input=(128,256)', devices=1)
   log = result.stderr
   assert 'variables loaded' in log and 'freshly initialised' in log
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4']

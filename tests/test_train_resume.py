@@ -1,7 +1,8 @@
 """Interrupted training (SIGTERM, kill -9) resumes to bit-identical parameters.
 
 Each run is a child process (tests/train_driver.py) on 2 simulated CPU devices with a
-tiny model, 8 steps, checkpoints every 3 steps. Slow (about 20-40 s per child: JAX,
+tiny model, 8 steps, checkpoints every 3 steps: one uninterrupted run, and one run
+preempted by SIGTERM, restarted, killed with -9, restarted again. Slow (about 20-40 s per child: JAX,
 TensorFlow and compilation start-up), which no in-process shortcut can avoid: kill -9
 needs a process, and TensorFlow must stay out of the PyTorch test process.
 """
@@ -57,25 +58,21 @@ def uninterrupted(tmp_path_factory):
   return final_variables(workdir)
 
 
-def test_sigterm_then_restart_is_bit_identical(uninterrupted, tmp_path):
-  first = train(tmp_path, '--signal', 'term', '--at', '5')
+def test_sigterm_and_kill_9_then_restarts_are_bit_identical(uninterrupted, tmp_path):
+  # Preemption at step 4: a checkpoint at the current step, exit status 0.
+  first = train(tmp_path, '--signal', 'term', '--at', '4')
   assert first.returncode == 0
-  assert 'SIGTERM at step 5' in first.stderr
-  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['3', '5']
-  second = train(tmp_path)
-  assert 'Resumed from' in second.stderr and 'step 5' in second.stderr
+  assert 'SIGTERM at step 4' in first.stderr
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['3', '4']
+  # Restart, then kill -9 at step 7 (after the step-6 checkpoint is on disk).
+  second = train(tmp_path, '--signal', 'kill', '--at', '7', check=False)
+  assert second.returncode == -9, second.stderr[-3000:]
+  assert 'Resumed from' in second.stderr and 'step 4.' in second.stderr
+  # Restart again: from step 6 to the end.
+  third = train(tmp_path)
+  assert 'Resumed from' in third.stderr and 'step 6.' in third.stderr
   variables, step = final_variables(tmp_path)
   assert step == 8 == uninterrupted[1]
-  assert_identical(variables, uninterrupted[0])
-
-
-def test_kill_9_then_restart_is_bit_identical(uninterrupted, tmp_path):
-  first = train(tmp_path, '--signal', 'kill', '--at', '7', check=False)
-  assert first.returncode == -9
-  second = train(tmp_path)
-  assert 'Resumed from' in second.stderr and 'step 6' in second.stderr
-  variables, step = final_variables(tmp_path)
-  assert step == 8
   assert_identical(variables, uninterrupted[0])
 
 
