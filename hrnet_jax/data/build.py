@@ -33,8 +33,8 @@ def build(name: str, data_dir: str, manual_dir: str) -> str:
   info = registry.get_dataset_info(name)
   if info.builder_module:
     importlib.import_module(info.builder_module)
-  builder = tfds.builder(info.tfds_name, data_dir=data_dir, file_format='array_record')
-  if not builder.is_prepared():
+  builder, prepared = sources.find_builder(tfds, info, data_dir)
+  if not prepared:
     sources.check_manual_files(info, manual_dir)
     _limit_tensorflow()
     tfds.disable_progress_bar()

@@ -48,7 +48,7 @@ def _quiet_absl():
     absl_logging.set_verbosity(verbosity)
 
 
-def _find_builder(tfds, info: DatasetInfo, data_dir: str):
+def find_builder(tfds, info: DatasetInfo, data_dir: str):
   with _quiet_absl():
     builder = tfds.builder(info.tfds_name, data_dir=data_dir, file_format='array_record')
     return builder, builder.is_prepared()
@@ -93,16 +93,16 @@ def get_builder(info: DatasetInfo, *, data_dir: str | None = None,
   if info.builder_module:
     importlib.import_module(info.builder_module)   # registers our own builders
   data_dir = data_dir or default_data_dir()
-  builder, prepared = _find_builder(tfds, info, data_dir)
+  builder, prepared = find_builder(tfds, info, data_dir)
   if prepared or not build:
     return builder
   manual_dir = manual_dir or default_manual_dir(data_dir)
   check_manual_files(info, manual_dir)
   with _build_lock(data_dir, info.tfds_name):
-    builder, prepared = _find_builder(tfds, info, data_dir)
+    builder, prepared = find_builder(tfds, info, data_dir)
     if not prepared:
       _build_in_child(info, data_dir, manual_dir)
-      builder, _ = _find_builder(tfds, info, data_dir)
+      builder, _ = find_builder(tfds, info, data_dir)
   return builder
 
 
