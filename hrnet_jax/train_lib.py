@@ -147,7 +147,6 @@ def train_and_evaluate(config, workdir: str, *,
   _write_config(workdir, config)
   mesh = sharding.make_mesh(config.mesh)
   model = build_model(config)
-  eval_model = model
   tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
   state, shardings = ts.create_state(model, tx, seed=config.seed, mesh=mesh,
                                      fsdp=config.mesh.fsdp > 1)
@@ -226,7 +225,7 @@ def train_and_evaluate(config, workdir: str, *,
       if checkpoint_due:
         save()
       if eval_due and step < total:
-        result = _evaluate(eval_model, state, config, mesh, writer, workdir, step)
+        result = _evaluate(model, state, config, mesh, writer, workdir, step)
         ckpt.save_best(step, state, result['score'], data_state=loader.get_state(),
                        config=config, metadata=metadata)
       if preemption.reached(step) and step < total:
@@ -241,7 +240,7 @@ def train_and_evaluate(config, workdir: str, *,
     save(force=True)
     progress.close()
     if config.eval.every_steps >= 0:
-      result = _evaluate(eval_model, state, config, mesh, writer, workdir, step)
+      result = _evaluate(model, state, config, mesh, writer, workdir, step)
       ckpt.save_best(step, state, result['score'], data_state=loader.get_state(),
                      config=config, metadata=metadata)
       if jax.process_index() == 0:
