@@ -19,7 +19,6 @@ from typing import Any, Callable
 from absl import logging
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 import hrnet_jax
 from hrnet_jax import checkpointing

@@ -1,5 +1,4 @@
 """SGD and schedules against torch.optim.SGD driven as the official trainers drive it."""
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np

@@ -5,17 +5,16 @@ import os
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
+from hrnet_jax import data
 from hrnet_jax import optim
 from hrnet_jax import sharding
 from hrnet_jax import train_lib
 from hrnet_jax import train_step as ts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOL = dict(rtol=1e-5, atol=1e-5)
 
 
 def load_config(name='default'):
@@ -234,3 +233,32 @@ def test_remat_gives_the_same_step(one_device):
   np.testing.assert_allclose(out['loss'], one_device['loss'], rtol=1e-6)
   assert_trees_close(out['grads'], one_device['grads'])
   assert_trees_close(out['params'], one_device['params'])
+
+
+class TinyCls(nn.Module):
+  """conv-BN-ReLU, global pool, dense: the classification branch of the step."""
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = nn.Conv(8, (3, 3), strides=2)(x)
+    x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
+    return nn.Dense(10)(jnp.mean(x, axis=(1, 2)))
+
+
+def test_classification_step_uses_the_cross_entropy_of_the_labels():
+  config = tiny_config(**{'model.head': 'cls', 'model.num_classes': 10,
+                          'loss.label_smoothing': 0.1})
+  mesh = sharding.make_mesh(config.mesh)
+  rng = np.random.default_rng(0)
+  batch = {'image': rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),
+           'label': rng.integers(0, 10, 8).astype(np.int32)}
+  model = TinyCls()
+  state, step = _setup(config, mesh, model)
+  variables = jax.device_get({'params': state.params, 'batch_stats': state.batch_stats})
+  logits, _ = model.apply(variables, data.normalize(batch['image']), train=True,
+                          mutable=['batch_stats'])
+  logp = jax.nn.log_softmax(np.asarray(logits, np.float64))
+  target = np.eye(10)[batch['label']] * 0.9 + 0.01
+  want = -np.mean(np.sum(target * logp, axis=-1))
+  _, metrics = step(state, sharding.global_batch(batch, mesh))
+  np.testing.assert_allclose(metrics['loss'], want, rtol=1e-5)
