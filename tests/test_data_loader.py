@@ -29,12 +29,7 @@ def tiny_config(**overrides):
   config.global_batch_size = 6
   config.eval.global_batch_size = 4
   config.seed = 7
-  for key, value in overrides.items():
-    node = config
-    *path, leaf = key.split('.')
-    for p in path:
-      node = node[p]
-    node[leaf] = value
+  config.update_from_flattened_dict(overrides)   # keys like 'data.flip'
   return config
 
 

@@ -34,12 +34,7 @@ def tiny_config(**overrides):
   config.global_batch_size = 8
   config.num_train_steps = 100
   config.optimizer.learning_rate = 0.05
-  for key, value in overrides.items():
-    target = config
-    *parents, leaf = key.split('.')
-    for p in parents:
-      target = target[p]
-    target[leaf] = value
+  config.update_from_flattened_dict(overrides)   # keys like 'data.flip'
   return config
 
 
