@@ -10,16 +10,23 @@ Two layouts, both readable by `load_model`:
 
 * A training workdir (written by `TrainCheckpointManager`)::
 
+      WORKDIR/config.json                   the accepted config of the run
       WORKDIR/checkpoints/<step>/{state,data_state,config,metadata}   the last K
-      WORKDIR/best/<step>/...          the best by mIoU (top-1 for classification)
+      WORKDIR/best/<step>/...               the best by the task's score
 
-  `state` holds step, params, batch_stats, opt_state and rng; `data_state` the
-  iterator state of every process (JSON); `config` the run's config (JSON);
-  `metadata` the same model metadata as a model directory.
+  `state` holds step, params, batch_stats, opt_state and rng; `data_state` the data
+  iterator state (JSON, written once: it is a function of seed and step, the same on
+  every process, so a run may resume on another process count); `config` the run's
+  config (JSON); `metadata` the same model metadata as a model directory. Workdirs
+  written before the data state was stored once (one copy per process) still restore.
+
+Every step directory is listed and read through an Orbax CheckpointManager, so steps
+whose save was not finalized (`*.orbax-checkpoint-tmp*`) are never seen. A step that
+cannot be read is reported in one line and the newest readable one is used instead;
+the trainer moves the bad one aside (`<step>.unreadable`), nothing is deleted.
 """
 from __future__ import annotations
 
-import base64
 import json
 import logging as std_logging
 import os
@@ -30,15 +37,21 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from hrnet_jax import train_checkpoints
+
 METADATA_FILE = 'metadata.json'
 VARIABLES_DIR = 'variables'
-CHECKPOINTS_DIR = 'checkpoints'
-BEST_DIR = 'best'
+CHECKPOINTS_DIR = train_checkpoints.CHECKPOINTS_DIR
+BEST_DIR = train_checkpoints.BEST_DIR
 REQUIRED_METADATA = ('model', 'head', 'num_classes', 'options', 'source')
 
-
-class CheckpointError(Exception):
-  """A checkpoint directory is missing, empty or unreadable."""
+CheckpointError = train_checkpoints.CheckpointError
+CheckpointSaveError = train_checkpoints.CheckpointSaveError
+WorkdirConfigError = train_checkpoints.WorkdirConfigError
+TrainCheckpointManager = train_checkpoints.TrainCheckpointManager
+check_workdir_config = train_checkpoints.check_workdir_config
+describe_error = train_checkpoints.describe_error
+open_read_only = train_checkpoints.open_read_only
 
 
 class _NoStepMetadataWarning(std_logging.Filter):
@@ -52,10 +65,8 @@ class _NoStepMetadataWarning(std_logging.Filter):
 logging.get_absl_logger().addFilter(_NoStepMetadataWarning())
 
 
-# ----------------------------------------------------------------------------
-# Model directories.
-# ----------------------------------------------------------------------------
-def _check_metadata(metadata: dict[str, Any], where: str) -> dict[str, Any]:
+def check_metadata(metadata: dict[str, Any], where: str) -> dict[str, Any]:
+  """`metadata` if it has the keys create_model needs, else CheckpointError."""
   missing = [k for k in REQUIRED_METADATA if k not in metadata]
   if missing:
     raise CheckpointError(f'{where}: metadata lacks {missing}; it needs the keys '
@@ -68,18 +79,24 @@ def _numpy_restore_args(tree_metadata: Any) -> Any:
   return jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree_metadata)
 
 
+def _tree_of(meta: Any) -> Any:
+  tree = getattr(meta, 'item_metadata', None)
+  return getattr(tree, 'tree', tree) if tree is not None else getattr(meta, 'tree', meta)
+
+
 def _restore_numpy(path: str) -> Any:
   with ocp.PyTreeCheckpointer() as ckptr:
-    meta = ckptr.metadata(path)
-    tree = getattr(meta, 'item_metadata', None)
-    tree = getattr(tree, 'tree', tree) if tree is not None else getattr(meta, 'tree', meta)
+    tree = _tree_of(ckptr.metadata(path))
     return ckptr.restore(path, args=ocp.args.PyTreeRestore(
         restore_args=_numpy_restore_args(tree)))
 
 
+# ----------------------------------------------------------------------------
+# Model directories.
+# ----------------------------------------------------------------------------
 def save_model(directory: str, variables: dict[str, Any], metadata: dict[str, Any]) -> None:
   """Writes {'params', 'batch_stats'} and metadata.json to a new directory."""
-  _check_metadata(metadata, directory)
+  check_metadata(metadata, directory)
   directory = os.path.abspath(directory)
   if os.path.exists(os.path.join(directory, VARIABLES_DIR)):
     raise CheckpointError(f'{directory} already holds a model; choose a new directory.')
@@ -94,184 +111,82 @@ def save_model(directory: str, variables: dict[str, Any], metadata: dict[str, An
 
 def _load_model_dir(directory: str) -> tuple[dict[str, Any], dict[str, Any]]:
   with open(os.path.join(directory, METADATA_FILE)) as f:
-    metadata = _check_metadata(json.load(f), directory)
+    metadata = check_metadata(json.load(f), directory)
   try:
     tree = _restore_numpy(os.path.join(directory, VARIABLES_DIR))
   except Exception as e:  # Orbax raises many types; the user needs the path.
     raise CheckpointError(f'{directory}/{VARIABLES_DIR}: unreadable Orbax checkpoint '
-                          f'({type(e).__name__}: {e}).') from e
+                          f'({describe_error(e)}).') from e
   return {'params': tree['params'], 'batch_stats': tree.get('batch_stats', {}) or {}}, metadata
 
 
-def _load_step_dir(step_dir: str) -> tuple[dict[str, Any], dict[str, Any]]:
-  try:
-    with open(os.path.join(step_dir, 'metadata', 'metadata')) as f:
-      metadata = json.load(f)
-    state = _restore_numpy(os.path.join(step_dir, 'state'))
-  except Exception as e:
-    raise CheckpointError(f'{step_dir}: unreadable training checkpoint '
-                          f'({type(e).__name__}: {e}).') from e
-  _check_metadata(metadata, step_dir)
-  metadata = dict(metadata, step=int(np.asarray(state['step'])))
-  return {'params': state['params'], 'batch_stats': state.get('batch_stats', {}) or {}}, metadata
+# ----------------------------------------------------------------------------
+# Training workdirs, read-only (eval, predict, export, convert, init_checkpoint).
+# ----------------------------------------------------------------------------
+def _read_step(manager: ocp.CheckpointManager, step: int) -> tuple[dict, dict]:
+  """(variables, metadata) of one step as host numpy arrays, through the manager."""
+  tree = _tree_of(manager.item_metadata(step)['state'])
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.PyTreeRestore(restore_args=_numpy_restore_args(tree)),
+      metadata=ocp.args.JsonRestore()))
+  state, metadata = restored['state'], dict(restored['metadata'])
+  check_metadata(metadata, f'{manager.directory}/{step}')
+  metadata['step'] = int(np.asarray(state['step']))
+  return ({'params': state['params'], 'batch_stats': state.get('batch_stats', {}) or {}},
+          metadata)
 
 
-def _step_dirs(root: str) -> list[int]:
-  if not os.path.isdir(root):
-    return []
-  return sorted(int(n) for n in os.listdir(root)
-                if n.isdigit() and os.path.isdir(os.path.join(root, n, 'state')))
+def _load_training(root: str, which: str) -> tuple[dict[str, Any], dict[str, Any]]:
+  """The newest readable step of `root` (or step `which`); unreadable ones are logged."""
+  with train_checkpoints.open_read_only(root) as manager:
+    steps = sorted(manager.all_steps(), reverse=True)
+    if which.isdigit():
+      if int(which) not in steps:
+        raise CheckpointError(f'{root}: no step {which}; it holds steps '
+                              f'{sorted(steps) or "none"}.')
+      steps = [int(which)]
+    if not steps:
+      raise CheckpointError(f'{root}: no finalized checkpoint in it.')
+    failures = []
+    for step in steps:
+      try:
+        result = _read_step(manager, step)
+      except Exception as e:  # pylint: disable=broad-except  # Orbax raises many types
+        failures.append((step, describe_error(e)))
+        continue
+      for bad, cause in failures:
+        logging.warning('Checkpoint %s/%d is unreadable (%s); using step %d instead.',
+                        root, bad, cause, step)
+      return result
+    causes = '; '.join(f'step {bad}: {cause}' for bad, cause in failures)
+    raise CheckpointError(f'{root}: no readable checkpoint ({causes}).')
 
 
 def load_model(directory: str, which: str = 'latest') -> tuple[dict[str, Any], dict[str, Any]]:
   """Loads (variables, metadata) as host numpy arrays.
 
-  `directory` is a model directory, a training workdir (its latest checkpoint, or the
-  best by mIoU with `which='best'`), or one step directory of a workdir.
+  `directory` is a model directory, a training workdir (its newest readable
+  checkpoint; `which='best'` the best by the task's score; `which='<step>'` that
+  step), or one step directory of a workdir.
   """
-  if which not in ('latest', 'best'):
-    raise CheckpointError(f"which={which!r}: use 'latest' or 'best'.")
+  which = str(which)
+  if which not in ('latest', 'best') and not which.isdigit():
+    raise CheckpointError(f"which={which!r}: use 'latest', 'best' or a step number.")
   directory = os.path.abspath(os.path.expanduser(str(directory)))
   if not os.path.isdir(directory):
+    if os.path.exists(directory):
+      raise CheckpointError(f'{directory}: is a file, not a checkpoint directory.')
     raise CheckpointError(f'{directory}: no such checkpoint directory.')
   if os.path.isfile(os.path.join(directory, METADATA_FILE)):
     return _load_model_dir(directory)
-  if os.path.isdir(os.path.join(directory, 'state')):
-    return _load_step_dir(directory)
+  if os.path.isdir(os.path.join(directory, 'state')):   # one step directory
+    name = os.path.basename(directory)
+    if not name.isdigit():
+      raise CheckpointError(f'{directory}: a step directory must be named by its step.')
+    return _load_training(os.path.dirname(directory), name)
   root = os.path.join(directory, BEST_DIR if which == 'best' else CHECKPOINTS_DIR)
-  steps = _step_dirs(root)
-  if not steps:
+  if not os.path.isdir(root):
     raise CheckpointError(
         f'{directory}: neither a model directory ({METADATA_FILE} + {VARIABLES_DIR}/) nor a '
         f'training workdir with checkpoints in {os.path.basename(root)}/.')
-  return _load_step_dir(os.path.join(root, str(steps[-1])))
-
-
-# ----------------------------------------------------------------------------
-# Training checkpoints.
-# ----------------------------------------------------------------------------
-def _encode_data_state(state: Any) -> Any:
-  if isinstance(state, (bytes, bytearray)):
-    return {'__bytes__': base64.b64encode(bytes(state)).decode('ascii')}
-  return state
-
-
-def _decode_data_state(state: Any) -> Any:
-  if isinstance(state, dict) and set(state) == {'__bytes__'}:
-    return base64.b64decode(state['__bytes__'])
-  return state
-
-
-def _gather_json(obj: Any) -> list[Any]:
-  """Every process's JSON-able `obj`, in process order (a collective)."""
-  if jax.process_count() == 1:
-    return [obj]
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-  data = np.frombuffer(json.dumps(obj).encode('utf-8'), np.uint8)
-  sizes = multihost_utils.process_allgather(np.array([data.size], np.int32))
-  padded = np.zeros(int(np.max(sizes)), np.uint8)
-  padded[:data.size] = data
-  everyone = multihost_utils.process_allgather(padded)
-  return [json.loads(bytes(row[:int(n)]).decode('utf-8'))
-          for row, n in zip(everyone, np.ravel(sizes))]
-
-
-class TrainCheckpointManager:
-  """Last `keep` checkpoints every `every_steps` steps plus the best by mIoU.
-
-  Saves are asynchronous: the step loop continues while the arrays are written;
-  a checkpoint only appears under its final name once complete, so a crash during a
-  save leaves the previous one intact.
-  """
-
-  def __init__(self, workdir: str, *, every_steps: int, keep: int, keep_best: bool = True,
-               async_save: bool = True):
-    workdir = os.path.abspath(workdir)
-    self.every_steps = int(every_steps)
-    self.keep_best = keep_best
-    item_names = ('state', 'data_state', 'config', 'metadata')
-
-    def manager(sub, max_to_keep, best):
-      options = ocp.CheckpointManagerOptions(
-          max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
-          enable_async_checkpointing=async_save,
-          best_fn=(lambda m: m['score']) if best else None, best_mode='max',
-          keep_checkpoints_without_metrics=not best)
-      return ocp.CheckpointManager(os.path.join(workdir, sub), options=options,
-                                   item_names=item_names)
-
-    self._last = manager(CHECKPOINTS_DIR, keep, best=False)
-    self._best = manager(BEST_DIR, 1, best=True) if keep_best else None
-
-  def latest_step(self) -> int | None:
-    return self._last.latest_step()
-
-  def best_score(self) -> float | None:
-    """mIoU (segmentation) or top-1 (classification) of the kept best checkpoint."""
-    if self._best is None or self._best.best_step() is None:
-      return None
-    metrics = self._best.metrics(self._best.best_step())
-    return None if metrics is None else float(metrics['score'])
-
-  def _args(self, state, data_state, config, metadata):
-    data = {'processes': [_encode_data_state(s) for s in _gather_json(
-        _encode_data_state(data_state))]}
-    config_json = json.loads(config.to_json_best_effort()) if hasattr(
-        config, 'to_json_best_effort') else dict(config)
-    return ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data_state=ocp.args.JsonSave(data),
-        config=ocp.args.JsonSave(config_json),
-        metadata=ocp.args.JsonSave(_check_metadata(dict(metadata), 'metadata')))
-
-  def save(self, step: int, state: Any, *, data_state: Any, config: Any,
-           metadata: dict[str, Any], force: bool = False) -> bool:
-    """Saves when `step` is a multiple of every_steps (or `force`); returns whether."""
-    if not force and (self.every_steps <= 0 or step % self.every_steps):
-      return False
-    if step in self._last.all_steps():
-      return False
-    self._last.save(step, args=self._args(state, data_state, config, metadata), force=True)
-    return True
-
-  def save_best(self, step: int, state: Any, score: float, *, data_state: Any, config: Any,
-                metadata: dict[str, Any]) -> bool:
-    """Keeps this state in best/ when `score` (mIoU or top-1) beats the best so far."""
-    if self._best is None:
-      return False
-    best = self.best_score()
-    if best is not None and score <= best:
-      return False
-    self._best.save(step, args=self._args(state, data_state, config, metadata),
-                    metrics={'score': float(score)}, force=True)
-    logging.info('New best evaluation score %.4f at step %d (previous %s).', score, step, best)
-    return True
-
-  def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, Any, int]:
-    """(state, this process's data iterator state, step) of `step` or the latest.
-
-    `abstract_state` is a pytree of jax.ShapeDtypeStruct with shardings: arrays come
-    back already sharded.
-    """
-    step = self._last.latest_step() if step is None else step
-    if step is None:
-      raise CheckpointError(f'{self._last.directory}: no checkpoint to restore.')
-    restored = self._last.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state),
-        data_state=ocp.args.JsonRestore()))
-    processes = restored['data_state']['processes']
-    if len(processes) != jax.process_count():
-      raise CheckpointError(
-          f'checkpoint step {step} was written by {len(processes)} processes, this run has '
-          f'{jax.process_count()}; the data iterator state cannot be split differently.')
-    return restored['state'], _decode_data_state(processes[jax.process_index()]), step
-
-  def wait(self) -> None:
-    self._last.wait_until_finished()
-    if self._best is not None:
-      self._best.wait_until_finished()
-
-  def close(self) -> None:
-    self._last.close()
-    if self._best is not None:
-      self._best.close()
+  return _load_training(root, 'latest' if which == 'best' else which)
