@@ -4,6 +4,7 @@ timm keeps the official HRNet-Image-Classification names, so a timm state_dict i
 official classification checkpoint. Random weights (BN statistics included) go through
 a file and the converter; the Flax logits and branch features must equal timm's.
 """
+import chex
 import jax
 import numpy as np
 import pytest
@@ -151,7 +152,7 @@ def test_features_head_from_a_timm_features_only_file(tmp_path):
   dropped = as_features.ignored[core.IGNORE_TASK_HEAD]
   assert set(dropped) == {k for k in net.state_dict() if k not in feats_net.state_dict()
                           and not k.endswith('num_batches_tracked')}
-  jax.tree.map(np.testing.assert_array_equal, as_features.variables, result.variables)
+  chex.assert_trees_all_equal(as_features.variables, result.variables)
 
 
 def test_classification_repo_containers_and_dataparallel_prefix(tmp_path):
@@ -167,4 +168,4 @@ def test_classification_repo_containers_and_dataparallel_prefix(tmp_path):
   tar = convert.convert(str(tmp_path / 'checkpoint.pth.tar'))
   assert tar.dropped == ['epoch', 'model', 'perf', 'optimizer']
   assert tar.metadata['torch_layout'] == 'plain'
-  jax.tree.map(np.testing.assert_array_equal, tar.variables, bare.variables)
+  chex.assert_trees_all_equal(tar.variables, bare.variables)

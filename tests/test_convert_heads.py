@@ -8,6 +8,7 @@ saved in the files' official layouts: `model.` + `loss.criterion.weight` in a
 """
 import functools
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -126,7 +127,7 @@ def test_torch04_legacy_file_without_counters_gives_the_same_variables(seg_v11, 
   torch.save(state, path, _use_new_zipfile_serialization=False)
   legacy = convert.convert(str(path))
   assert legacy.metadata['family'] == 'seg-v1.1' and legacy.ignored == {}
-  jax.tree.map(np.testing.assert_array_equal, legacy.variables, result.variables)
+  chex.assert_trees_all_equal(legacy.variables, result.variables)
 
 
 def test_seg_file_of_the_ocr_branch_gets_its_conventions(seg_v11, tmp_path):
@@ -228,7 +229,7 @@ def test_pyramid_levels_equal_reference_from_an_mmdet_file(tmp_path):
     renamed[key] = value
   official = convert.convert(renamed)
   assert official.metadata['torch_layout'] == 'hrnet-det'
-  jax.tree.map(np.testing.assert_array_equal, official.variables, result.variables)
+  chex.assert_trees_all_equal(official.variables, result.variables)
 
 
 def test_mmsegmentation_file_converts_its_backbone_with_bilinear_fusion(seg_v11):
@@ -244,5 +245,5 @@ def test_mmsegmentation_file_converts_its_backbone_with_bilinear_fusion(seg_v11)
   o = meta['options']
   assert (o['upsample'], o['align_corners'], o['bn_momentum']) == ('bilinear', False, 0.1)
   assert mmseg.ignored[core.IGNORE_MMSEG] == list(heads)
-  jax.tree.map(np.testing.assert_array_equal, mmseg.variables['params']['backbone'],
+  chex.assert_trees_all_equal(mmseg.variables['params']['backbone'],
                result.variables['params']['backbone'])
