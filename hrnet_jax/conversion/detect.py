@@ -28,6 +28,9 @@ FAMILIES = {
             dict(upsample='bilinear', align_corners=True, bn_momentum=0.1)),
     'pose': ('deep-high-resolution-net.pytorch',
              dict(upsample='nearest', align_corners=False, bn_momentum=0.1)),
+    # Its fusion calls F.interpolate(mode='bilinear') without align_corners (False).
+    'face': ('HRNet-Facial-Landmark-Detection',
+             dict(upsample='bilinear', align_corners=False, bn_momentum=0.01)),
     # HRNet-Object-Detection and mmdetection: nearest fusion upsampling, BN momentum 0.1,
     # HRFPN's concat is bilinear with align_corners False.
     'det': ('HRNet-Object-Detection / mmdetection HRFPN',
@@ -147,6 +150,8 @@ def detect_head(keys) -> str:
     return 'cls'
   if 'final_layer.weight' in keys:
     return 'pose'
+  if 'head.0.weight' in keys and 'head.3.weight' in keys:
+    return 'landmark'
   if any(k.startswith('reduction_conv.') for k in keys):
     return 'pyramid'
   return 'features'
@@ -172,6 +177,8 @@ def detect_head_config(head: str, shapes: Mapping[str, Tuple[int, ...]], layout:
         key_channels=first_dim('ocr_distri_head.object_context_block.f_pixel.0.weight'))
   if head == 'pose':
     return first_dim('final_layer.weight'), {}
+  if head == 'landmark':
+    return first_dim('head.3.weight'), {}
   if head == 'pyramid':
     reduction = ('reduction_conv.0.weight' if layout.pyramid == 'hrnet-det'
                  else 'reduction_conv.conv.weight')
@@ -194,4 +201,6 @@ def detect_family(head: str, layout: str, name: str) -> str:
     return 'seg-ocr-branch' if 'torch11' in os.path.basename(name) else 'seg-v1.1'
   if head == 'pose':
     return 'pose'
+  if head == 'landmark':
+    return 'face'
   return 'cls'

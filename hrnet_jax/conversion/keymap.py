@@ -46,14 +46,14 @@ LAYOUTS = {layout.name: layout for layout in [
 
 # The layout written by --to-torch when the metadata does not record one (models trained
 # here from scratch): the one of the official repository of each head.
-DEFAULT_LAYOUT = {'cls': 'plain', 'features': 'plain', 'pose': 'plain', 'seg': 'model-prefix',
-                  'ocr': 'model-prefix', 'pyramid': 'mmdet'}
+DEFAULT_LAYOUT = {'cls': 'plain', 'features': 'plain', 'pose': 'plain', 'landmark': 'plain',
+                  'seg': 'model-prefix', 'ocr': 'model-prefix', 'pyramid': 'mmdet'}
 
 # Module names that belong to a task head in some official file (used to recognise the
 # head a file carries, and to drop it on purpose when only the backbone is wanted).
 HEAD_KEY_PREFIXES = ('incre_modules.', 'downsamp_modules.', 'final_layer.', 'classifier.',
                      'last_layer.', 'aux_head.', 'conv3x3_ocr.', 'ocr_distri_head.',
-                     'cls_head.', 'reduction_conv.', 'fpn_conv.', 'fpn_convs.')
+                     'cls_head.', 'reduction_conv.', 'fpn_conv.', 'fpn_convs.', 'head.')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +145,9 @@ HEAD_RULES: Dict[str, List[Rule]] = {
         _rule(r'classifier', 'cls_head'),
     ],
     'pose': [_rule(r'final_layer', 'final_layer')],
+    # The facial-landmark `head` = Sequential(conv1x1, BN, ReLU, conv1x1 -> landmarks).
+    'landmark': [_rule(r'conv', 'head.0'), _rule(r'bn', 'head.1'),
+                 _rule(r'classifier', 'head.3')],
     'features': [],
 }
 PYRAMID_RULES: Dict[str, List[Rule]] = {

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from hrnet_jax.models.backbone import HRNetBackbone
-from hrnet_jax.models.heads import ClsHead, PoseHead, PyramidHead, SegHead
+from hrnet_jax.models.heads import ClsHead, LandmarkHead, PoseHead, PyramidHead, SegHead
 from hrnet_jax.models.layers import ModelOptions
 from hrnet_jax.models.ocr import OCRHead
 from hrnet_jax.models.specs import VARIANTS, VariantSpec, get_spec
@@ -18,7 +18,9 @@ from hrnet_jax.models.specs import VARIANTS, VariantSpec, get_spec
 #   pyramid: HRNet-Object-Detection / mmdetection (nearest fusion, BN 0.1, kaiming init;
 #     the HRFPN neck itself concatenates with bilinear);
 #   ocr: the `HRNet-OCR` branch (bilinear, align_corners True, BN 0.1);
-#   pose: deep-high-resolution-net.pytorch (nearest, BN 0.1, normal(0.001) init).
+#   pose: deep-high-resolution-net.pytorch (nearest, BN 0.1, normal(0.001) init);
+#   landmark: HRNet-Facial-Landmark-Detection (F.interpolate bilinear with the default
+#     align_corners False, BN 0.01, normal(0.001) init).
 FAMILY_DEFAULTS = {
     'cls': dict(upsample='nearest', align_corners=False, bn_momentum=0.1, conv_init='kaiming'),
     'features': dict(upsample='nearest', align_corners=False, bn_momentum=0.1,
@@ -29,13 +31,15 @@ FAMILY_DEFAULTS = {
                     conv_init='kaiming'),
     'ocr': dict(upsample='bilinear', align_corners=True, bn_momentum=0.1, conv_init='normal'),
     'pose': dict(upsample='nearest', align_corners=False, bn_momentum=0.1, conv_init='normal'),
+    'landmark': dict(upsample='bilinear', align_corners=False, bn_momentum=0.01,
+                     conv_init='normal'),
 }
 HEADS = tuple(FAMILY_DEFAULTS)
-DEFAULT_NUM_CLASSES = {'cls': 1000, 'seg': 19, 'ocr': 19, 'pose': 17}
+DEFAULT_NUM_CLASSES = {'cls': 1000, 'seg': 19, 'ocr': 19, 'pose': 17, 'landmark': 98}
 # Keyword options each head takes besides num_classes.
 HEAD_OPTIONS = {'cls': ('head_conv_bias',), 'pyramid': ('channels', 'num_levels'),
                 'ocr': ('mid_channels', 'key_channels', 'dropout'), 'seg': (), 'pose': (),
-                'features': ()}
+                'landmark': (), 'features': ()}
 
 
 class HRNet(nn.Module):
@@ -72,6 +76,8 @@ class HRNet(nn.Module):
       return ClsHead(self.num_classes, opts=o, name='head', **extra)(xs, train)
     if self.head == 'pose':
       return PoseHead(self.num_classes, opts=o, name='head')(xs, train)
+    if self.head == 'landmark':
+      return LandmarkHead(self.num_classes, opts=o, name='head')(xs, train)
     return PyramidHead(opts=o, name='head', **extra)(xs, train)
 
 
@@ -94,9 +100,11 @@ def create_model(name: str, *, head: str = 'seg', num_classes: Optional[int] = N
   Args:
     name: one of `hrnet_jax.VARIANTS` ('hrnet_w18_small_v1' ... 'hrnet_w64').
     head: 'seg' (HRNetV2), 'ocr', 'cls' (HRNet-C), 'pose' (HRNetV1 heatmaps),
-      'pyramid' (HRNetV2p) or 'features' (the four branch maps; V1 is the first).
-    num_classes: classes (joints for 'pose'); default 19 for seg/ocr, 1000 for cls,
-      17 for pose; not used by 'pyramid' and 'features'.
+      'landmark' (HRNetV2 facial-landmark heatmaps), 'pyramid' (HRNetV2p) or
+      'features' (the four branch maps; V1 is the first).
+    num_classes: classes (joints for 'pose', landmarks for 'landmark'); default 19 for
+      seg/ocr, 1000 for cls, 17 for pose, 98 (WFLW) for landmark; not used by 'pyramid'
+      and 'features'.
     dtype, param_dtype: computation and parameter dtypes.
     upsample, align_corners, bn_momentum, conv_init: faithfulness switches; None takes
       the default of the head's official code base (`FAMILY_DEFAULTS`). bn_momentum is in

@@ -1,5 +1,6 @@
 """Representation heads of the paper (Fig. 4) and the official code: V2 segmentation,
-V2p pyramid, HRNet-C classification and V1 pose. The OCR head is in `ocr.py`."""
+V2p pyramid, HRNet-C classification, V1 pose and the V2 facial-landmark head. The OCR
+head is in `ocr.py`."""
 from typing import List, Tuple
 
 import flax.linen as nn
@@ -87,3 +88,13 @@ class PoseHead(nn.Module):
     del train
     return Conv2d(self.num_joints, 1, use_bias=True, opts=self.opts, name='final_layer')(
         xs[0])
+
+
+class LandmarkHead(SegHead):
+  """HRNetV2 facial landmarks (HRNet-Facial-Landmark-Detection `head`): the same layers
+  as the V2 segmentation head (concat of the four branches, conv1x1 + bias, BN, ReLU,
+  conv1x1 -> one heatmap per landmark), kept as its own class because its checkpoints
+  name them `head.0`, `head.1`, `head.3` and its family has other numerics.
+
+  `num_classes` is the number of landmarks (98 WFLW, 68 300W, 29 COFW, 19 AFLW).
+  """
