@@ -77,6 +77,14 @@ ADE20K_CLASSES = (
 
 
 @dataclasses.dataclass(frozen=True)
+class FolderSpec:
+  """Where a dataset made from the user's own files comes from (config.data.root etc.)."""
+  root: str
+  classes: str | None = None      # class file; None = classes.txt in root
+  val_percent: int = 20           # share of train carved out as validation when no val split
+
+
+@dataclasses.dataclass(frozen=True)
 class DatasetInfo:
   """Static facts about one dataset of the registry.
 
@@ -98,6 +106,7 @@ class DatasetInfo:
     builder_module: module that registers our own TFDS builder (None = TFDS catalog).
     manual_files: files the user must download into the manual directory.
     download_url: where to get them.
+    user_folder: the user's folder the dataset is built from (data.name='folder').
   """
   name: str
   tfds_name: str
@@ -116,6 +125,7 @@ class DatasetInfo:
   builder_module: str | None = None
   manual_files: tuple[str, ...] = ()
   download_url: str = ''
+  user_folder: FolderSpec | None = None
 
   def tfds_split(self, split: str) -> str:
     """Maps our split name (or a TFDS slice such as 'train[:10]') to the TFDS one."""
@@ -223,13 +233,41 @@ def _registry() -> dict[str, DatasetInfo]:
   return {info.name: info for info in infos}
 
 
+# Datasets built from the user's own folder (config.data.root): name -> the module whose
+# `folder_info(FolderSpec)` reads the folder's classes and splits (no TensorFlow).
+USER_FOLDER_MODULES = {'folder': 'hrnet_jax.data.folder_layout',
+                       'image_folder': 'hrnet_jax.data.image_folder'}
+
+
 def dataset_names() -> tuple[str, ...]:
-  return tuple(sorted(_registry()))
+  return tuple(sorted((*_registry(), *USER_FOLDER_MODULES)))
+
+
+def dataset_info(data_config) -> DatasetInfo:
+  """The entry for `config.data`: `get_dataset_info(config.data.name)`, or for a folder of
+  the user's own files (data.name 'folder' / 'image_folder'), one read from data.root."""
+  name = data_config.name
+  if name not in USER_FOLDER_MODULES:
+    return get_dataset_info(name)
+  root = data_config.get('root', None)
+  if not root:
+    raise DataError(f'config.data.name={name!r} needs config.data.root, the folder of your '
+                    'images (see docs/custom_data.md)')
+  root = os.path.abspath(os.path.expanduser(root))
+  if not os.path.isdir(root):
+    raise DataError(f'config.data.root={root} is not a directory')
+  spec = FolderSpec(root=root, classes=data_config.get('classes', None) or None,
+                    val_percent=int(data_config.get('val_percent', 20)))
+  import importlib  # pylint: disable=g-import-not-at-top
+  return importlib.import_module(USER_FOLDER_MODULES[name]).folder_info(spec)
 
 
 def get_dataset_info(name: str) -> DatasetInfo:
   """Returns the registry entry of `name` (`config.data.name`)."""
   registry = _registry()
+  if name in USER_FOLDER_MODULES:
+    raise DataError(f'dataset {name!r} is read from config.data.root: look it up with '
+                    'hrnet_jax.data.registry.dataset_info(config.data)')
   if name not in registry:
     raise DataError(f'unknown dataset {name!r} (config.data.name); known: '
                     f'{", ".join(dataset_names())}')

@@ -90,9 +90,12 @@ def get_builder(info: DatasetInfo, *, data_dir: str | None = None,
   crash of importing PyTorch after TensorFlow in one process.
   """
   tfds = _tfds()
+  data_dir = data_dir or default_data_dir()
+  if info.user_folder is not None:   # the user's own files: checked, then built once
+    return importlib.import_module(info.builder_module).get_builder(
+        info, data_dir=data_dir, manual_dir=manual_dir, build=build)
   if info.builder_module:
     importlib.import_module(info.builder_module)   # registers our own builders
-  data_dir = data_dir or default_data_dir()
   builder, prepared = find_builder(tfds, info, data_dir)
   if prepared or not build:
     return builder

@@ -1,0 +1,308 @@
+"""The user's own data: a folder of images and masks (data.name=folder) and class-named
+folders (data.name=image_folder) built into TFDS, their checks, and the browse tool."""
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import ml_collections
+import numpy as np
+from PIL import Image
+import pytest
+
+from hrnet_jax.data import folder_checks
+from hrnet_jax.data import folder_classes
+from hrnet_jax.data import folder_fakes
+from hrnet_jax.data import folder_layout
+from hrnet_jax.data import registry
+from hrnet_jax.data import sources
+from hrnet_jax.data.errors import DataError
+
+H, W = 64, 128
+
+
+def _info(root, name='folder', **kw):
+  return registry.dataset_info(ml_collections.ConfigDict(dict(name=name, root=str(root), **kw)))
+
+
+def _examples(root, data_dir, split):
+  info = _info(root)
+  src = sources.open_split(info, split, data_dir=str(data_dir))
+  out = []
+  for i in range(len(src)):
+    ex = src[i]
+    image, label = sources.decode_segmentation(ex, info, f'{split} {i}')
+    out.append((ex['image_id'].decode(), bytes(ex['image']), image, label))
+  return out
+
+
+def _files_in(path):
+  return sorted(os.path.relpath(os.path.join(d, f), path)
+                for d, _, fs in os.walk(path) for f in fs) if os.path.exists(path) else []
+
+
+@pytest.fixture(scope='module')
+def streets(tmp_path_factory):
+  """The 60-scene folder (JPEG images, PNG masks, 19 classes) built once."""
+  base = tmp_path_factory.mktemp('folder')
+  root, data_dir = base / 'streets', base / 'tfds'
+  stems = folder_fakes.write_scene_folder(str(root), num_images=60, height=H, width=W)
+  return root, data_dir, stems, {s: _examples(root, data_dir, s)
+                                 for s in ('train', 'validation')}
+
+
+def test_folder_builds_into_tfds_and_reads_back_the_files(streets):
+  root, data_dir, stems, examples = streets
+  info = _info(root)
+  assert info.num_classes == 19 and info.class_names == registry.CITYSCAPES_CLASSES
+  np.testing.assert_array_equal(info.palette, np.asarray(registry.CITYSCAPES_PALETTE))
+  for split, folder in (('train', 'train'), ('validation', 'val')):
+    assert [e[0] for e in examples[split]] == sorted(stems[folder])
+    for key, raw, image, label in examples[split]:
+      with open(root / 'images' / folder / f'{key}.jpg', 'rb') as f:
+        assert raw == f.read()          # the original JPEG bytes, not re-encoded
+      np.testing.assert_array_equal(image, cv2.imread(str(root / 'images' / folder /
+                                                          f'{key}.jpg')))
+      np.testing.assert_array_equal(label, cv2.imread(str(root / 'masks' / folder /
+                                                          f'{key}.png'), cv2.IMREAD_UNCHANGED))
+  builds = os.listdir(data_dir / 'hrnet_folder')
+  assert len(builds) == 1 and builds[0].startswith('streets_')
+  src = sources.open_split(info, 'validation', data_dir=str(data_dir))
+  assert sources.image_shape(src, info) == (H, W)    # one size: no eval_pad_size needed
+
+
+def test_list_file_layout_gives_the_identical_dataset(streets, tmp_path):
+  _, _, _, examples = streets
+  root = tmp_path / 'streets'
+  folder_fakes.write_scene_folder(str(root), num_images=60, height=H, width=W,
+                                  layout='lists')
+  assert os.path.exists(root / 'train.lst') and not os.path.exists(root / 'images' / 'train')
+  for split in ('train', 'validation'):
+    listed = _examples(root, tmp_path / 'tfds', split)
+    assert len(listed) == len(examples[split])
+    for (k1, raw1, im1, lab1), (k2, raw2, im2, lab2) in zip(examples[split], listed):
+      assert k1 == k2 and raw1 == raw2
+      np.testing.assert_array_equal(im1, im2)
+      np.testing.assert_array_equal(lab1, lab2)
+
+
+def test_a_changed_folder_is_built_again_an_unchanged_one_is_not(tmp_path):
+  root, data_dir = tmp_path / 'small', tmp_path / 'tfds'
+  folder_fakes.write_scene_folder(str(root), num_images=6, height=32, width=64)
+  _examples(root, data_dir, 'train')
+  first = os.listdir(data_dir / 'hrnet_folder')
+  _examples(root, data_dir, 'train')
+  assert os.listdir(data_dir / 'hrnet_folder') == first
+  mask = root / 'masks' / 'train' / 'street_0005.png'
+  label = cv2.imread(str(mask), cv2.IMREAD_UNCHANGED)
+  label[:4] = 3
+  cv2.imwrite(str(mask), label)
+  (key, _, _, new_label), = [e for e in _examples(root, data_dir, 'train')
+                             if e[0] == 'street_0005']
+  assert (new_label[:4] == 3).all()
+  assert len(os.listdir(data_dir / 'hrnet_folder')) == 2
+
+
+# --- checks: each bad input gives its one line and writes nothing ---------------------
+
+def _truncate(path):
+  data = path.read_bytes()
+  path.write_bytes(data[:len(data) // 2])
+
+
+def _break_value(root):
+  for stem, value in (('street_0007', 19), ('street_0008', 37)):
+    path = root / 'masks' / 'train' / f'{stem}.png'
+    label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    label[0, :3] = value
+    cv2.imwrite(str(path), label)
+
+
+def _break_size(root):
+  path = root / 'images' / 'train' / 'street_0003.jpg'
+  cv2.imwrite(str(path), cv2.resize(cv2.imread(str(path)), (30, 20)))
+
+
+def _break_transparent(root):
+  path = root / 'images' / 'train' / 'street_0004.jpg'
+  bgra = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2BGRA)
+  bgra[0, 0, 3] = 0
+  os.remove(path)
+  cv2.imwrite(str(path.with_suffix('.png')), bgra)
+
+
+def _break_float(root):
+  path = root / 'images' / 'train' / 'street_0004.jpg'
+  os.remove(path)
+  cv2.imwrite(str(path.with_suffix('.tiff')), np.zeros((32, 64), np.float32))
+
+
+def _break_colour_mask(root):
+  (root / 'classes.txt').write_text(folder_fakes.class_file_text(colours=False))
+  path = root / 'masks' / 'train' / 'street_0002.png'
+  label = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+  cv2.imwrite(str(path), np.stack([label, label // 2, label], -1))
+
+
+def _empty_val(root):
+  for sub in ('images', 'masks'):
+    shutil.rmtree(root / sub / 'val')
+    os.makedirs(root / sub / 'val')
+
+
+BAD_INPUTS = {
+    'mask values not in the class file': (
+        _break_value, ['values not in', '19 (1 files: masks/train/street_0007.png)',
+                       '37 (1 files: masks/train/street_0008.png)']),
+    'image/mask size mismatch': (
+        _break_size, ['street_0003.jpg is 20x30 but its mask', 'street_0003.png is 32x64']),
+    'image without mask': (
+        lambda r: os.remove(r / 'masks' / 'train' / 'street_0002.png'),
+        ['1 images have no mask', 'images/train/street_0002.jpg']),
+    'mask without image': (
+        lambda r: os.remove(r / 'images' / 'train' / 'street_0002.jpg'),
+        ['1 masks have no image', 'masks/train/street_0002.png']),
+    'truncated image': (
+        lambda r: _truncate(r / 'images' / 'train' / 'street_0005.jpg'),
+        ['street_0005.jpg: cannot read this image', 'truncated']),
+    'not an image': (
+        lambda r: (r / 'masks' / 'train' / 'street_0005.png').write_bytes(b'hello'),
+        ['street_0005.png: cannot read this mask']),
+    'transparent RGBA image': (
+        _break_transparent, ['street_0004.png: the image has 1 transparent pixels']),
+    'float image': (_break_float, ['street_0004.tiff: images of mode', 'not supported']),
+    'colour mask without colours': (
+        _break_colour_mask, ['street_0002.png: colour mask', 'gives no colours']),
+    'empty split': (_empty_val, ["split 'validation'", 'is empty']),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD_INPUTS))
+def test_each_bad_input_gives_its_line_and_writes_nothing(case, tmp_path):
+  breaker, expected = BAD_INPUTS[case]
+  root, data_dir = tmp_path / 'bad', tmp_path / 'tfds'
+  folder_fakes.write_scene_folder(str(root), num_images=10, height=32, width=64)
+  breaker(root)
+  with pytest.raises(folder_checks.FolderCheckError) as raised:
+    sources.open_split(_info(root), 'train', data_dir=str(data_dir))
+  lines = raised.value.problems
+  assert len(lines) == 1, lines
+  for part in expected:
+    assert part in lines[0], (part, lines[0])
+  assert _files_in(str(data_dir)) == []
+
+
+def test_the_check_cli_prints_the_lines(tmp_path):
+  root = tmp_path / 'bad'
+  folder_fakes.write_scene_folder(str(root), num_images=5, height=32, width=64)
+  _break_size(root)
+  result = subprocess.run([sys.executable, '-m', 'hrnet_jax.data.folder', f'--root={root}',
+                           '--check_only'], capture_output=True, text=True, check=False)
+  assert result.returncode == 3
+  assert 'street_0003.jpg is 20x30 but its mask' in result.stderr
+  assert 'Traceback' not in result.stderr
+
+
+# --- conversions --------------------------------------------------------------------
+
+def test_conversions_of_grey_16bit_rgba_palette_and_colour_inputs(tmp_path):
+  root = tmp_path / 'odd'
+  for sub in ('images/train', 'images/val', 'masks/train', 'masks/val'):
+    os.makedirs(root / sub)
+  rng = np.random.default_rng(0)
+  rgb = rng.integers(0, 256, (8, 12, 3), np.uint8)
+  grey16 = rng.integers(0, 65536, (8, 12), np.uint16)
+  raw = rng.choice(np.array([7, 8, 0, 300], np.uint16), (8, 12))   # 300: 16-bit mask
+  colours = np.array([(128, 64, 128), (244, 35, 232), (0, 0, 0)], np.uint8)
+  idx = rng.integers(0, 3, (8, 12))
+  (root / 'classes.txt').write_text(
+      'road : 128 64 128 = 7\nsidewalk : #f423e8 = 8 300\nignore = 0\nignore : 0 0 0\n')
+  cv2.imwrite(str(root / 'images/train/grey.png'), grey16)
+  cv2.imwrite(str(root / 'masks/train/grey.png'), raw)
+  Image.fromarray(np.dstack([rgb, np.full((8, 12), 255, np.uint8)])).save(
+      root / 'images/train/rgba.png')
+  Image.fromarray(colours[idx]).save(root / 'masks/train/rgba.png')
+  Image.fromarray(rgb[..., 0]).save(root / 'images/val/gray8.png')
+  pal = Image.fromarray(np.where(idx == 2, 0, 7 + idx).astype(np.uint8), mode='P')
+  pal.putpalette([0, 0, 0] * 256)
+  pal.save(root / 'masks/val/gray8.png')
+  got = {e[0]: e for s in ('train', 'validation')
+         for e in _examples(root, tmp_path / 'tfds', s)}
+  # Independent references: value / 257 rounded; the class-file mappings by hand.
+  expect_grey = np.round(grey16.astype(np.float64) / 257).astype(np.uint8)
+  np.testing.assert_array_equal(got['grey'][2], np.dstack([expect_grey] * 3))
+  np.testing.assert_array_equal(
+      got['grey'][3], np.select([raw == 7, raw == 8, raw == 300], [0, 1, 1], 255))
+  np.testing.assert_array_equal(got['rgba'][2], rgb[..., ::-1])    # BGR as decoded
+  np.testing.assert_array_equal(got['rgba'][3], np.where(idx == 2, 255, idx))
+  np.testing.assert_array_equal(got['gray8'][2], np.dstack([rgb[..., 0]] * 3))
+  np.testing.assert_array_equal(got['gray8'][3], np.where(idx == 2, 255, idx))
+  report = folder_checks.check_folder(folder_layout.scan(str(root)),
+                                      folder_classes.parse_class_file(str(root /
+                                                                          'classes.txt')))
+  notes = ' | '.join(report.lines())
+  for note in ('16-bit grey scaled to 8 bits', 'opaque alpha dropped', 'grey copied to RGB',
+               'colours mapped'):
+    assert note in notes
+
+
+@pytest.mark.parametrize('text, message', [
+    ('road\nroad\n', ":2: class 'road' is listed twice"),
+    ('road = 1\nsky\n', 'some classes give raw mask values'),
+    ('road : 1 2\n', ':1: colour'),
+    ('road = 1\nsky = 1\n', 'raw value 1 is given to both'),
+    ('# nothing\n', 'no classes'),
+    ('road\nsky\nignore = 1\n', 'ignored values [1] are also class ids'),
+])
+def test_class_file_mistakes_name_the_line(text, message, tmp_path):
+  path = tmp_path / 'classes.txt'
+  path.write_text(text)
+  with pytest.raises(DataError, match=None) as raised:
+    folder_classes.parse_class_file(str(path))
+  assert message in str(raised.value) and str(path) in str(raised.value)
+
+
+def test_class_file_values_ignore_and_colours(tmp_path):
+  path = tmp_path / 'classes.txt'
+  path.write_text('# comment\ntraffic light : #fa0a1e   # a comment\nroad = 3 4\n'
+                  'ignore = 0\n')
+  with pytest.raises(DataError, match='some classes give raw mask values'):
+    folder_classes.parse_class_file(str(path))
+  path.write_text('traffic light : #fa0a1e = 5  # a comment\nroad = 3 4\nignore = 0\n')
+  table = folder_classes.parse_class_file(str(path))
+  assert table.names == ('traffic light', 'road')
+  assert table.colours == ((250, 10, 30), None)
+  lut = table.value_lut(255)
+  assert (lut[5], lut[3], lut[4], lut[0], lut[255], lut[1]) == (0, 1, 1, 255, -1, -1)
+
+
+# --- classification from class-named folders (TFDS ImageFolder) -----------------------
+
+def test_image_folder_classification_through_tfds_image_folder(tmp_path):
+  root = tmp_path / 'pets'
+  colours = {'cat': (0, 0, 255), 'dog': (0, 255, 0), 'emu': (255, 0, 0)}   # BGR
+  for split, n in (('train', 3), ('val', 2)):
+    for cls, colour in colours.items():
+      os.makedirs(root / split / cls)
+      for i in range(n):
+        cv2.imwrite(str(root / split / cls / f'{cls}{i}.png'),
+                    np.full((10 + i, 12, 3), colour, np.uint8))
+  info = _info(root, name='image_folder')
+  assert info.task == 'classification' and info.class_names == ('cat', 'dog', 'emu')
+  src = sources.open_split(info, 'validation', data_dir=str(tmp_path / 'tfds'))
+  seen = []
+  for i in range(len(src)):
+    ex = src[i]
+    image, label = sources.decode_classification(ex, info, 'x')
+    name = ex['file_name'].decode()
+    cls = name.split('/')[1]
+    assert name.startswith('val/') and label == info.class_names.index(cls)
+    np.testing.assert_array_equal(image[0, 0], colours[cls][::-1])
+    seen.append(name)
+  assert sorted(seen) == sorted(f'val/{c}/{c}{i}.png' for c in colours for i in range(2))
+  (root / 'train' / 'dog' / 'dog0.png').write_bytes(b'garbage')
+  with pytest.raises(folder_checks.FolderCheckError, match='dog0.png: cannot read'):
+    sources.open_split(_info(root, name='image_folder'), 'train',
+                       data_dir=str(tmp_path / 'tfds2'))
+  assert _files_in(str(tmp_path / 'tfds2')) == []
