@@ -16,13 +16,10 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from hrnet_jax.data.keypoint_datasets import (COCO_FLIP_PAIRS, COCO_UPPER_BODY,  # pylint: disable=unused-import
+                                              MPII_FLIP_PAIRS, MPII_UPPER_BODY)
+
 PIXEL_STD = 200.0
-# COCO's 17 joints: 0 nose, 1/2 eyes, 3/4 ears, 5/6 shoulders, 7/8 elbows, 9/10 wrists,
-# 11/12 hips, 13/14 knees, 15/16 ankles (left first).
-COCO_FLIP_PAIRS = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14), (15, 16))
-COCO_UPPER_BODY = tuple(range(11))
-MPII_FLIP_PAIRS = ((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13))
-MPII_UPPER_BODY = (7, 8, 9, 10, 11, 12, 13, 14, 15)
 
 
 def clean_box(box: Sequence[float], width: int, height: int) -> Optional[np.ndarray]:

@@ -16,27 +16,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from hrnet_jax.data.keypoint_datasets import LANDMARK_FLIP_PAIRS, NUM_LANDMARKS  # pylint: disable=unused-import
 from hrnet_jax.data.keypoint_transforms import PIXEL_STD, flip_permutation, paste_gaussian
 
-# MATCHED_PARTS of the official code made 0-based (WFLW's were already 0-based).
-_ONE_BASED = {
-    '300w': ((1, 17), (2, 16), (3, 15), (4, 14), (5, 13), (6, 12), (7, 11), (8, 10),
-             (18, 27), (19, 26), (20, 25), (21, 24), (22, 23), (32, 36), (33, 35),
-             (37, 46), (38, 45), (39, 44), (40, 43), (41, 48), (42, 47), (49, 55), (50, 54),
-             (51, 53), (62, 64), (61, 65), (68, 66), (59, 57), (60, 56)),
-    'aflw': ((1, 6), (2, 5), (3, 4), (7, 12), (8, 11), (9, 10), (13, 15), (16, 18)),
-    'cofw': ((1, 2), (5, 7), (3, 4), (6, 8), (9, 10), (11, 12), (13, 15), (17, 18), (14, 16),
-             (19, 20), (23, 24)),
-}
-LANDMARK_FLIP_PAIRS = {name: tuple((a - 1, b - 1) for a, b in pairs)
-                       for name, pairs in _ONE_BASED.items()}
-LANDMARK_FLIP_PAIRS['wflw'] = (
-    (0, 32), (1, 31), (2, 30), (3, 29), (4, 28), (5, 27), (6, 26), (7, 25), (8, 24), (9, 23),
-    (10, 22), (11, 21), (12, 20), (13, 19), (14, 18), (15, 17), (33, 46), (34, 45), (35, 44),
-    (36, 43), (37, 42), (38, 50), (39, 49), (40, 48), (41, 47), (60, 72), (61, 71), (62, 70),
-    (63, 69), (64, 68), (65, 75), (66, 74), (67, 73), (55, 59), (56, 58), (76, 82), (77, 81),
-    (78, 80), (87, 83), (86, 84), (88, 92), (89, 91), (95, 93), (96, 97))
-NUM_LANDMARKS = {'wflw': 98, '300w': 68, 'cofw': 29, 'aflw': 19}
 
 
 def flip_landmarks(points: np.ndarray, image_width: int, flip_pairs) -> np.ndarray:
