@@ -230,6 +230,8 @@ def _registry() -> dict[str, DatasetInfo]:
           manual_files=('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'),
           download_url='https://image-net.org/download-images (registration)'),
   ]
+  from hrnet_jax.data import keypoint_datasets  # pylint: disable=g-import-not-at-top
+  infos += keypoint_datasets.registry_entries(DatasetInfo)
   return {info.name: info for info in infos}
 
 
