@@ -87,5 +87,36 @@ def registry_entries(DatasetInfo):  # pylint: disable=invalid-name
                   manual_files=('keypoints_train.json', 'keypoints_val.json',
                                 'images_train.zip', 'images_val.zip'),
                   download_url='your own files (docs/keypoints.md)', **coco),
+      DatasetInfo(name='mpii_pose', tfds_name='mpii_pose', task='keypoints', num_classes=16,
+                  class_names=MPII_JOINTS, flip_pairs=MPII_FLIP_PAIRS, id_key='file_name',
+                  builder_module='hrnet_jax.data.mpii',
+                  manual_files=('mpii_human_pose_v1.tar.gz', 'train.json', 'valid.json',
+                                'gt_valid.mat'),
+                  download_url=f'http://human-pose.mpi-inf.mpg.de/ (images); {_HRNET_POSE_DATA}'),
   ]
+  face_splits = {
+      'wflw': (('validation', 'test'),) + tuple(
+          (s, s) for s in ('test_largepose', 'test_expression', 'test_illumination',
+                           'test_makeup', 'test_occlusion', 'test_blur')),
+      '300w': (('validation', 'valid'), ('valid_common', 'valid_common'),
+               ('valid_challenge', 'valid_challenge'), ('test', 'test')),
+      'aflw': (('validation', 'test'), ('test_frontal', 'test_frontal')),
+      'cofw': (('validation', 'test'),),
+  }
+  archives = {'wflw': 'WFLW_images.tar.gz', '300w': '300w_images.zip',
+              'aflw': 'aflw_images.zip'}
+  for face, extra in face_splits.items():
+    if face == 'cofw':
+      files = ('COFW_train_color.mat', 'COFW_test_color.mat')
+    else:
+      files = (archives[face], f'face_landmarks_{face}_train.csv',
+               f'face_landmarks_{face}_{extra[0][1]}.csv')
+    infos.append(DatasetInfo(
+        # Registry names are identifiers: '300w' is 'face300w' (also its config module).
+        name='face300w' if face == '300w' else face, tfds_name=f'face_landmarks/{face}',
+        task='landmarks', num_classes=NUM_LANDMARKS[face],
+        class_names=tuple(f'landmark_{i}' for i in range(NUM_LANDMARKS[face])),
+        flip_pairs=LANDMARK_FLIP_PAIRS[face], id_key='file_name',
+        splits=(('train', 'train'),) + extra, builder_module='hrnet_jax.data.face_landmarks',
+        manual_files=files, download_url=_FACE_URL))
   return infos

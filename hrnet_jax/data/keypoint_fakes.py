@@ -1,5 +1,8 @@
 """Fake copies of the keypoint releases, laid out as the real ones, for tests.
 
+MPII: the image tarball, the official repository's jsons and gt_valid.mat. Faces: each
+set's image archive and csv files (COFW: its .mat files with grey and colour images).
+
 COCO: annotations_trainval2017.zip (annotations/person_keypoints_{train,val}2017.json),
 {train,val}2017.zip ({split}2017/<12-digit id>.jpg) and the person-detection json, with
 stick-figure people (so a model can learn them) and the annotation details the loader
@@ -110,9 +113,110 @@ def write_fake_coco_keypoints(manual_dir: str, *, images_per_split=None, height:
   return out
 
 
-def zip_bytes(files: dict[str, bytes]) -> bytes:
-  buf = io.BytesIO()
-  with zipfile.ZipFile(buf, 'w') as z:
-    for name, data in files.items():
-      z.writestr(name, data)
-  return buf.getvalue()
+def write_fake_mpii(manual_dir: str, *, images_per_split=None, seed: int = 0,
+                    missing_image: bool = False) -> dict:
+  """mpii_human_pose_v1.tar.gz (images/<name>.jpg), train.json, valid.json (the official
+  repository's format, 1-based MATLAB pixels) and gt_valid.mat (pos_gt_src,
+  headboxes_src, jnt_missing, dataset_joints) with random people."""
+  import scipy.io  # pylint: disable=g-import-not-at-top
+  import tarfile  # pylint: disable=g-import-not-at-top
+  images_per_split = images_per_split or {'train': 3, 'valid': 2}
+  os.makedirs(manual_dir, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  out = {}
+  with tarfile.open(os.path.join(manual_dir, 'mpii_human_pose_v1.tar.gz'), 'w:gz') as tar:
+    for split, count in images_per_split.items():
+      entries = []
+      for i in range(count):
+        name = f'{split}_{i:04d}.jpg'
+        h, w = int(rng.integers(80, 120)), int(rng.integers(90, 140))
+        data = _jpeg(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        if not (missing_image and split == 'valid' and i == count - 1):
+          info = tarfile.TarInfo(f'images/{name}')
+          info.size = len(data)
+          tar.addfile(info, io.BytesIO(data))
+        for _ in range(int(rng.integers(1, 3))):   # 1-2 people per image
+          joints = rng.uniform(1, [w, h], (16, 2))
+          vis = (rng.random(16) < 0.8).astype(int)
+          entries.append({'joints_vis': vis.tolist(), 'joints': joints.tolist(),
+                          'image': name, 'scale': float(rng.uniform(0.3, 0.6)),
+                          'center': rng.uniform(20, [w - 20, h - 20]).tolist()})
+      with open(os.path.join(manual_dir, f'{split}.json'), 'w') as f:
+        json.dump(entries, f)
+      out[split] = entries
+  valid = out['valid']
+  n = len(valid)
+  tl = rng.uniform(5, 40, (n, 2))
+  gt = {'pos_gt_src': np.transpose(np.array([e['joints'] for e in valid]), (1, 2, 0)),
+        'headboxes_src': np.transpose(np.stack([tl, tl + rng.uniform(10, 30, (n, 2))], 1),
+                                      (1, 2, 0)),
+        'jnt_missing': 1 - np.array([e['joints_vis'] for e in valid]).T,
+        'dataset_joints': np.array([['rank', 'rkne', 'rhip', 'lhip', 'lkne', 'lank', 'pelv',
+                                     'thor', 'neck', 'head', 'rwri', 'relb', 'rsho', 'lsho',
+                                     'lelb', 'lwri']], dtype=object)}
+  scipy.io.savemat(os.path.join(manual_dir, 'gt_valid.mat'), gt)
+  out['gt_valid'] = gt
+  return out
+
+
+def _face_rows(rng, num, w, h, aflw):
+  points = rng.uniform([10, 10], [w - 10, h - 10], (num, 2))
+  center = points.mean(axis=0)
+  scale = float(np.ptp(points, axis=0).max() / 200)
+  row = [scale] + ([float(rng.uniform(50, 90))] if aflw else []) + center.tolist()
+  return row + points.reshape(-1).tolist()
+
+
+def write_fake_faces(manual_dir: str, dataset: str, *, per_split: int = 2, seed: int = 0
+                     ) -> dict:
+  """The image archive and csv files (or COFW's .mat files) of one face dataset."""
+  from hrnet_jax.data import face_landmarks as fl  # pylint: disable=g-import-not-at-top
+  from hrnet_jax.data.keypoint_datasets import NUM_LANDMARKS  # pylint: disable=g-import-not-at-top
+  os.makedirs(manual_dir, exist_ok=True)
+  rng = np.random.default_rng(seed)
+  num = NUM_LANDMARKS[dataset]
+  out = {}
+  if dataset == 'cofw':
+    import scipy.io  # pylint: disable=g-import-not-at-top
+    for split, (name, ikey, pkey) in fl.COFW_FILES.items():
+      images = np.empty((per_split, 1), dtype=object)
+      phis = np.zeros((per_split, 3 * num))
+      for i in range(per_split):
+        h, w = int(rng.integers(60, 90)), int(rng.integers(60, 90))
+        grey = i % 2 == 1
+        images[i, 0] = rng.integers(0, 256, (h, w) if grey else (h, w, 3), dtype=np.uint8)
+        pts = rng.uniform(5, [w - 5, h - 5], (num, 2))
+        phis[i, :2 * num] = pts.T.reshape(-1)
+        phis[i, 2 * num:] = rng.integers(0, 2, num)
+      scipy.io.savemat(os.path.join(manual_dir, name), {ikey: images, pkey: phis})
+      out[split] = {'images': images[:, 0], 'phis': phis}
+    return out
+  archive = fl.IMAGE_ARCHIVES[dataset]
+  files = {}
+  for split in fl._CSV_SPLITS[dataset][:2]:  # pylint: disable=protected-access
+    header = ['image_name', 'scale'] + (['box_size'] if dataset == 'aflw' else []) + \
+        ['center_w', 'center_h'] + [f'{a}{k}' for k in range(num) for a in 'xy']
+    lines = [','.join(header)]
+    rows = []
+    for i in range(per_split):
+      rel = f'folder_{split}/sub/{i:03d}.jpg'
+      h, w = int(rng.integers(70, 110)), int(rng.integers(70, 110))
+      files[rel] = _jpeg(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+      values = _face_rows(rng, num, w, h, dataset == 'aflw')
+      rows.append((rel, values))
+      lines.append(','.join([rel] + [repr(float(v)) for v in values]))
+    with open(os.path.join(manual_dir, fl.csv_name(dataset, split)), 'w') as f:
+      f.write('\n'.join(lines) + '\n')
+    out[split] = rows
+  if archive.endswith('.zip'):
+    with zipfile.ZipFile(os.path.join(manual_dir, archive), 'w') as z:
+      for rel, data in files.items():
+        z.writestr(f'images/{rel}', data)
+  else:
+    import tarfile  # pylint: disable=g-import-not-at-top
+    with tarfile.open(os.path.join(manual_dir, archive), 'w:gz') as tar:
+      for rel, data in files.items():
+        info = tarfile.TarInfo(f'WFLW_images/{rel}')
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+  return out
