@@ -10,6 +10,7 @@ library entry point is `from_torch(path_or_state_dict, **overrides) -> (model,
 variables)`. Details: docs/convert.md.
 """
 import argparse
+import os
 import sys
 from typing import List, Optional
 
@@ -54,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
   p.add_argument('--bn-momentum', type=float, help='PyTorch convention')
   p.add_argument('--unsafe-pickle', action='store_true',
                  help='allow pickled Python objects besides tensors (trusted files only)')
+  p.add_argument('--overwrite', action='store_true',
+                 help='with --to-torch: replace an existing --out file')
+  p.add_argument('--debug', action='store_true',
+                 help='show full tracebacks (or set HRNET_DEBUG=1)')
   return p
 
 
@@ -78,6 +83,13 @@ def main(argv: Optional[List[str]] = None) -> int:
   args = _parser().parse_args(argv)
   # Imported here so that --help and argument errors do not wait for Orbax.
   from hrnet_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from hrnet_jax import cli  # pylint: disable=g-import-not-at-top
+  if args.debug:
+    os.environ[cli.DEBUG_ENV] = '1'
+  if args.to_torch and os.path.exists(args.out) and not args.overwrite:
+    print(f'error: {args.out} exists; pass --overwrite to replace it, or choose another '
+          '--out.', file=sys.stderr)
+    return 2
   try:
     if args.to_torch:
       meta, count = export_torch(args.src, args.out, which=args.which)
@@ -89,12 +101,19 @@ def main(argv: Optional[List[str]] = None) -> int:
                      align_corners=args.align_corners, bn_momentum=args.bn_momentum,
                      unsafe_pickle=args.unsafe_pickle)
     checkpointing.save_model(args.out, result.variables, result.metadata)
-  except (ConversionError, checkpointing.CheckpointError) as e:
-    print(f'error: {e}', file=sys.stderr)
+  except (ConversionError, checkpointing.CheckpointError, OSError) as e:
+    if cli.debug_enabled():
+      raise
+    print(f'error: {cli.describe(e)}', file=sys.stderr)
     return 2
   print('\n'.join(_summary(result, args.out)))
   return 0
 
 
 if __name__ == '__main__':
-  sys.exit(main())
+  _code = main()
+  if _code:   # leave at once: no Orbax/TensorStore shutdown noise after the error line
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_code)  # pylint: disable=protected-access
+  sys.exit(0)
