@@ -66,7 +66,8 @@ def test_mpii_people_and_gt_valid_rows(built):
 @pytest.mark.parametrize('face', ['wflw', '300w', 'aflw'])
 def test_csv_faces(built, face):
   root, fakes = built
-  for split, key in (('train', 'train'), ('validation', fl._CSV_SPLITS[face][1])):  # pylint: disable=protected-access
+  main_test = fl._CSV_SPLITS[face][1]  # pylint: disable=protected-access
+  for split, key in (('train', 'train'), ('validation', main_test)):
     source = _open(root, REGISTRY_NAME.get(face, face), split)
     rows = fakes[face][key]
     assert len(source) == len(rows)

@@ -16,8 +16,9 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from hrnet_jax.data.keypoint_datasets import (COCO_FLIP_PAIRS, COCO_UPPER_BODY,  # pylint: disable=unused-import
-                                              MPII_FLIP_PAIRS, MPII_UPPER_BODY)
+# Re-exported: the skeleton facts live with the registry entries (pure Python).
+from hrnet_jax.data.keypoint_datasets import (  # pylint: disable=unused-import
+    COCO_FLIP_PAIRS, COCO_UPPER_BODY, MPII_FLIP_PAIRS, MPII_UPPER_BODY)
 
 PIXEL_STD = 200.0
 
