@@ -21,16 +21,15 @@ from absl import flags
 from absl import logging
 import jax
 from ml_collections import config_flags
-from PIL import Image
 
 from hrnet_jax import checkpointing
 from hrnet_jax import data
-from hrnet_jax import eval_outputs
-from hrnet_jax import evaluate
-from hrnet_jax import palettes
 from hrnet_jax import predict
-from hrnet_jax import reporting
-from hrnet_jax import sharding
+from hrnet_jax import tasks
+from hrnet_jax.evaluation import evaluator
+from hrnet_jax.evaluation import outputs as eval_outputs
+from hrnet_jax.training import reporting
+from hrnet_jax.training import sharding
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
@@ -59,45 +58,23 @@ def run(config, *, checkpoint: str, workdir: str, which: str = 'latest',
     writer = eval_outputs.SubmissionWriter(
         submission_dir, name_of=eval_outputs.example_names(config, info),
         label_to_train_id=info.label_to_train_id, num_classes=int(config.model.num_classes))
-  results = evaluate.evaluate(model, variables, loader, config=config, mesh=mesh,
-                              on_batch=writer)
+  results = evaluator.evaluate(model, variables, loader, config=config, mesh=mesh,
+                               on_batch=writer)
   step = int(meta.get('step', 0))
   if jax.process_index() == 0:
-    _report(config, info, results, workdir=workdir, checkpoint=checkpoint, step=step)
+    _report(config, results, workdir=workdir, checkpoint=checkpoint, step=step)
   if writer is not None:
     print(f'wrote {len(writer.written)} submission PNGs (label ids) to {submission_dir}')
   return results
 
 
-def _report(config, info, results, *, workdir, checkpoint, step):
+def _report(config, results, *, workdir, checkpoint, step):
   os.makedirs(workdir, exist_ok=True)
-  head = config.model.head
-  num_classes = int(config.model.num_classes)
   extra = dict(checkpoint=os.path.abspath(checkpoint), step=step, dataset=config.data.name,
                split=config.data.eval_split, protocol=config.eval.to_dict())
   tb = reporting.create_writer(workdir)
-  if head == 'cls':
-    print(f"top-1 {100 * results['top1']:.2f}%  top-5 {100 * results['top5']:.2f}%  "
-          f"({results['num_examples']} images)")
-    tb.write_scalars(step, {'eval/top1': results['top1'], 'eval/top5': results['top5']})
-  else:
-    names = list(info.class_names)[:num_classes]
-    names += [f'class {k}' for k in range(len(names), num_classes)]
-    print(eval_outputs.iou_table(results, names))
-    print(f"{results['num_examples']} images in {results['seconds']:.1f} s")
-    extra['class_names'] = names
-    tb.write_scalars(step, {'eval/mIoU': results['mIoU'],
-                            'eval/pixel_accuracy': results['pixel_accuracy'],
-                            **{f'eval_iou/{n}': v for n, v in zip(names, results['per_class_iou'])}})
-    palette = palettes.get_palette(config.data.name, num_classes)
-    chart = eval_outputs.bar_chart(results['per_class_iou'], names, palette,
-                                   title=f"{config.data.name} mIoU {100 * results['mIoU']:.2f}")
-    Image.fromarray(chart).save(os.path.join(workdir, eval_outputs.BAR_CHART_FILE))
-    ignore = int(config.data.ignore_label)
-    eval_outputs.write_pictures(os.path.join(workdir, eval_outputs.PICTURES_DIR),
-                                results['pictures'], palette, ignore_label=ignore)
-    tb.write_images(step, {f'eval/picture_{k}': eval_outputs.picture(
-        *p, palette, ignore_label=ignore)[None] for k, p in enumerate(results['pictures'])})
+  extra.update(tasks.task_for_config(config).report(results, config=config,
+                                                    workdir=workdir, writer=tb, step=step))
   tb.flush()
   eval_outputs.write_results_json(os.path.join(workdir, eval_outputs.RESULTS_FILE),
                                   results, **extra)
@@ -113,7 +90,7 @@ def main(argv):
     run(FLAGS.config, checkpoint=FLAGS.checkpoint, workdir=FLAGS.workdir, which=FLAGS.which,
         submission_dir=FLAGS.submission_dir)
   except (checkpointing.CheckpointError, predict.ModelMismatchError, data.DataError,
-          evaluate.EmptyDatasetError) as e:
+          evaluator.EmptyDatasetError) as e:
     logging.error('%s', e)
     sys.exit(f'error: {e}')
 

@@ -55,11 +55,11 @@ def main(argv):
     os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') +
                                f' --xla_force_host_platform_device_count={_CPU_DEVICES.value}')
   # Imported here: the distributed runtime must start before JAX touches a device.
-  from hrnet_jax import distributed  # pylint: disable=g-import-not-at-top
+  from hrnet_jax.training import distributed  # pylint: disable=g-import-not-at-top
   distributed.maybe_initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
-  from hrnet_jax import train_lib  # pylint: disable=g-import-not-at-top
+  from hrnet_jax.training import trainer  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   if jax.process_index() != 0:
     logging.set_verbosity(logging.WARNING)
@@ -67,8 +67,8 @@ def main(argv):
                jax.process_count(), jax.device_count(), jax.local_device_count(),
                jax.devices()[0].device_kind)
   try:
-    train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except train_lib.NonFiniteLossError as e:
+    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except trainer.NonFiniteLossError as e:
     logging.error('%s', e)
     sys.exit(f'error: {e}')
 

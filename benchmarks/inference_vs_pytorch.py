@@ -110,7 +110,7 @@ def build_jax(model_name, num_classes):
 def jax_protocol_fn(model, *, scales, flip, size):
   import jax
   import jax.numpy as jnp
-  from hrnet_jax import inference
+  from hrnet_jax.evaluation import inference
 
   protocol = inference.Protocol(scales=tuple(scales), flip=flip, mode='sliding',
                                 crop_size=size, stride_rate=1.0, window_layout='border',

@@ -18,6 +18,10 @@ CITYSCAPES_CLASS_WEIGHTS = (0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754
 def get_config():
   config = ml_collections.ConfigDict()
 
+  # --- task: a module of hrnet_jax/tasks/ ('segmentation', 'classification') or a
+  # module path of your own (docs/tasks.md); None = the dataset's task in the registry.
+  config.task = config_dict.placeholder(str)
+
   # --- model: arguments of hrnet_jax.create_model -------------------------------
   config.model = ml_collections.ConfigDict()
   config.model.name = 'hrnet_w48'
@@ -96,7 +100,7 @@ def get_config():
   # 'border': the last window shifted to end at the image border, no padding (the
   # Cityscapes code, whose stride_rate is 1.0); 'pad': windows on the stride grid,
   # the last ones padded with black to the crop (the base code: PASCAL-Context, LIP,
-  # ADE20K). See hrnet_jax/inference.py.
+  # ADE20K). See hrnet_jax/evaluation/inference.py.
   config.eval.window_layout = 'border'
   # (H, W): resize every uint8 eval image to this size first (cv2 INTER_LINEAR) and
   # upsample the prediction back to the label size, as the official LIP testval does
@@ -114,6 +118,7 @@ def get_config():
   config.checkpoint.keep = 3
   config.checkpoint.keep_best = True      # also keep the best checkpoint by mIoU
   config.checkpoint.async_save = True     # write while training continues
-  config.log_every_steps = 50
+  config.log_every_steps = 50             # train/loss is the mean over these steps
+  config.profile_steps = 0                # > 0: a profiler trace of this many steps
   config.seed = 0
   return config

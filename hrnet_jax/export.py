@@ -28,15 +28,14 @@ import jax
 import jax.numpy as jnp
 
 from hrnet_jax import checkpointing
-from hrnet_jax import evaluate
-from hrnet_jax import inference
 from hrnet_jax import predict
+from hrnet_jax.evaluation import inference
 
 
 def inference_function(model, variables, *, flip: bool = False, flip_pairs=()):
   """images uint8 (b, H, W, 3) -> {'logits', 'labels'}, the variables closed over."""
   protocol = inference.Protocol(scales=(1.0,), flip=flip, mode='whole', base_size=None,
-                                align_corners=evaluate.resolve_align_corners(model),
+                                align_corners=inference.resolve_align_corners(model),
                                 flip_pairs=tuple(flip_pairs))
   logits_fn = inference.seg_logits_fn(model)
 

@@ -26,9 +26,8 @@ from PIL import Image
 
 import hrnet_jax
 from hrnet_jax import checkpointing
-from hrnet_jax import evaluate
-from hrnet_jax import inference
-from hrnet_jax import palettes
+from hrnet_jax.data import palettes
+from hrnet_jax.evaluation import inference
 
 
 class ModelMismatchError(ValueError):
@@ -113,7 +112,7 @@ class Predictor:
     self.variables = jax.device_put(variables)
     self.protocol = inference.Protocol(
         scales=tuple(scales), flip=flip, mode='whole', base_size=None,
-        align_corners=evaluate.resolve_align_corners(model), flip_pairs=tuple(flip_pairs))
+        align_corners=inference.resolve_align_corners(model), flip_pairs=tuple(flip_pairs))
     logits_fn = inference.seg_logits_fn(model)
     self._fn = jax.jit(lambda v, x: jnp.argmax(
         inference.predict_probs(logits_fn, v, x, self.protocol), -1).astype(jnp.int32))

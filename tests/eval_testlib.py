@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import hrnet_jax
 from hrnet_jax import checkpointing
-from hrnet_jax import inference
+from hrnet_jax.evaluation import inference
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = 'hrnet_w18_small_v1'

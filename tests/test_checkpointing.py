@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from hrnet_jax import checkpointing
-from hrnet_jax import sharding
+from hrnet_jax.training import sharding
 
 META = {'model': 'hrnet_w18_small_v1', 'head': 'seg', 'num_classes': 19,
         'options': {'upsample': 'bilinear', 'align_corners': False, 'bn_momentum': 0.01},

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from hrnet_jax import data
-from hrnet_jax import eval_outputs
-from hrnet_jax import evaluate
-from hrnet_jax import sharding
+from hrnet_jax.evaluation import outputs as eval_outputs
+from hrnet_jax.evaluation import evaluator
+from hrnet_jax.training import sharding
 from hrnet_jax.data import registry
 
 import eval_testlib as lib
@@ -87,13 +87,13 @@ def test_cli_checkpoint_config_mismatch_is_one_line(setup, tmp_path):
 def test_empty_dataset_error(setup):
   config = lib_config(setup)
   mesh = sharding.make_mesh()
-  with pytest.raises(evaluate.EmptyDatasetError, match='empty'):
-    evaluate.evaluate(setup['model'], setup['variables'], [], config=config, mesh=mesh)
+  with pytest.raises(evaluator.EmptyDatasetError, match='empty'):
+    evaluator.evaluate(setup['model'], setup['variables'], [], config=config, mesh=mesh)
   # Only padding: still empty.
   padded = [{'image': np.zeros((8, 64, 128, 3), np.uint8),
              'label': np.full((8, 64, 128), 255, np.int32), 'mask': np.zeros(8, bool)}]
-  with pytest.raises(evaluate.EmptyDatasetError):
-    evaluate.evaluate(setup['model'], setup['variables'], padded, config=config, mesh=mesh)
+  with pytest.raises(evaluator.EmptyDatasetError):
+    evaluator.evaluate(setup['model'], setup['variables'], padded, config=config, mesh=mesh)
 
 
 def test_submission_maps_train_ids_back_to_cityscapes_label_ids(tmp_path):
@@ -134,7 +134,7 @@ def test_per_image_path_equals_image_by_image_reference(setup):
     batch['label'][i, :h, :w] = rng.integers(0, 19, (h, w))
     pred = lib.reference_labels(model, variables, batch['image'][i, :h, :w])
     np.add.at(expected, (batch['label'][i, :h, :w], pred), 1)
-  out = evaluate.evaluate(model, variables, [batch], config=config,
+  out = evaluator.evaluate(model, variables, [batch], config=config,
                           mesh=sharding.make_mesh(devices=jax.devices()[:2]))
   np.testing.assert_array_equal(out['confusion_matrix'], expected)
   assert [p[0].shape[:2] for p in out['pictures']] == sizes
@@ -156,7 +156,7 @@ def test_resize_input_like_the_official_lip_testval(setup):
   import cv2
   import torch
   import torch.nn.functional as F
-  from hrnet_jax import inference
+  from hrnet_jax.evaluation import inference
   model, variables = setup['model'], setup['variables']
   config = lib_config(setup)
   config.unlock()
@@ -170,7 +170,7 @@ def test_resize_input_like_the_official_lip_testval(setup):
            'label': np.full((2, 60, 60), 255, np.int32), 'mask': np.array([True, False]),
            'height': np.array([60, 0]), 'width': np.array([44, 0])}
   batch['image'][0, :, :44], batch['label'][0, :, :44] = image, label
-  out = evaluate.evaluate(model, variables, [batch], config=config,
+  out = evaluator.evaluate(model, variables, [batch], config=config,
                           mesh=sharding.make_mesh(devices=jax.devices()[:2]))
   resized = cv2.resize(image, (64, 64), interpolation=cv2.INTER_LINEAR)
   logits = np.asarray(jax.jit(model.apply)(variables, inference.normalize(resized[None])))

@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hrnet_jax import inference
-from hrnet_jax import sharding
+from hrnet_jax.evaluation import inference
+from hrnet_jax.training import sharding
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 
 from hrnet_jax import export
-from hrnet_jax import inference
+from hrnet_jax.evaluation import inference
 
 import eval_testlib as lib
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hrnet_jax import losses
+from hrnet_jax.tasks import classification
+from hrnet_jax.tasks import segmentation_losses as losses
 
 IGNORE = 255
 WEIGHTS = (0.8373, 0.918, 0.866, 1.0345, 1.0166)
@@ -173,8 +174,8 @@ def test_classification_loss_matches_torch(smoothing):
   rng = np.random.default_rng(10)
   logits = rng.normal(size=(6, 10)).astype(np.float32)
   labels = rng.integers(0, 10, 6)
-  got = losses.classification_loss(jnp.asarray(logits), jnp.asarray(labels),
-                                   label_smoothing=smoothing)
+  got = classification.classification_loss(jnp.asarray(logits), jnp.asarray(labels),
+                                           label_smoothing=smoothing)
   ref = F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels),
                         label_smoothing=smoothing)
   np.testing.assert_allclose(got, ref.item(), rtol=1e-5)

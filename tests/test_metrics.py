@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hrnet_jax import metrics
-from hrnet_jax import sharding
+from hrnet_jax.evaluation import metrics
+from hrnet_jax.training import sharding
 
 NUM_CLASSES = 6
 IGNORE = 255
@@ -129,7 +129,8 @@ _WORKER = textwrap.dedent('''
                              process_id=pid)
   sys.path.insert(0, sys.argv[3])
   import test_metrics as t
-  from hrnet_jax import metrics, sharding
+  from hrnet_jax.evaluation import metrics
+  from hrnet_jax.training import sharding
   preds, labels = t._random_set(1)
   mine = np.arange(len(preds)) % 2 == pid    # 11 and 10 examples: uneven
   p, l = preds[mine], labels[mine]
@@ -146,14 +147,14 @@ _WORKER = textwrap.dedent('''
   print('RESULT' + json.dumps(acc.result().tolist()), flush=True)
 
   # The whole evaluate(): sharded batches, then image by image (varying-size datasets).
-  from hrnet_jax import evaluate
+  from hrnet_jax.evaluation import evaluator
   model, variables, images, labels, config = t._tiny_eval_setup()
   mine = np.arange(len(images)) % 2 == pid
   batches = t._eval_batches(images[mine], labels[mine], 4)[:3]
-  out = evaluate.evaluate(model, variables, batches, config=config, mesh=mesh)
+  out = evaluator.evaluate(model, variables, batches, config=config, mesh=mesh)
   print('BATCHED' + json.dumps(out['confusion_matrix'].tolist()), flush=True)
   config.data.eval_pad_size = (32, 48)
-  out = evaluate.evaluate(model, variables, batches, config=config, mesh=mesh)
+  out = evaluator.evaluate(model, variables, batches, config=config, mesh=mesh)
   print('PERIMAGE' + json.dumps(out['confusion_matrix'].tolist()), flush=True)
 ''')
 
@@ -168,9 +169,9 @@ def test_two_processes_give_the_single_process_matrix(tmp_path):
   """2 processes x 4 devices, 11 and 10 examples: counts, evaluate(), per-image path."""
   preds, labels = _random_set(1)
   single = _confusion_over(sharding.make_mesh(), preds, labels, batch=8)
-  from hrnet_jax import evaluate
+  from hrnet_jax.evaluation import evaluator
   model, variables, images, eval_labels, config = _tiny_eval_setup()
-  single_eval = evaluate.evaluate(model, variables, _eval_batches(images, eval_labels, 8),
+  single_eval = evaluator.evaluate(model, variables, _eval_batches(images, eval_labels, 8),
                                   config=config, mesh=sharding.make_mesh())['confusion_matrix']
   port = _free_port()
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -194,7 +195,7 @@ def test_two_processes_give_the_single_process_matrix(tmp_path):
 def test_evaluate_classification_top1_top5():
   import flax.linen as nn
   import ml_collections
-  from hrnet_jax import evaluate, inference
+  from hrnet_jax.evaluation import evaluator as evaluate, inference
 
   class Linear(nn.Module):
     @nn.compact
@@ -213,9 +214,10 @@ def test_evaluate_classification_top1_top5():
     take = np.where(mask, idx, 0)
     batches.append({'image': images[take], 'label': labels[take], 'mask': mask})
   config = ml_collections.ConfigDict({
-      'model': {'head': 'cls', 'num_classes': 10}, 'data': {'ignore_label': 255, 'name': 'x'},
+      'task': 'classification', 'model': {'head': 'cls', 'num_classes': 10},
+      'data': {'ignore_label': 255, 'name': 'x'},
       'eval': {'num_pictures': 0}})
-  out = evaluate.evaluate(model, variables, batches, config=config, mesh=sharding.make_mesh())
+  out = evaluator.evaluate(model, variables, batches, config=config, mesh=sharding.make_mesh())
   logits = np.asarray(model.apply(variables, inference.normalize(images)))
   order = np.argsort(-logits, axis=1)
   assert out['num_examples'] == 21
@@ -235,6 +237,7 @@ def _tiny_eval_setup():
   labels = rng.integers(0, NUM_CLASSES, (21, 32, 48)).astype(np.int32)
   labels[:, :4] = IGNORE
   config = ml_collections.ConfigDict({
+      'task': 'segmentation',
       'model': {'head': 'seg', 'num_classes': NUM_CLASSES, 'align_corners': False},
       'data': {'ignore_label': IGNORE, 'name': 'x', 'base_size': 48, 'eval_pad_size': None},
       'eval': {'num_pictures': 2, 'mode': 'sliding', 'crop_size': (32, 32),
@@ -250,12 +253,12 @@ def _eval_batches(images, labels, batch):
 
 def test_evaluate_is_identical_on_1_and_8_devices():
   """The whole evaluation (protocol + counting) with an uneven, padded last batch."""
-  from hrnet_jax import evaluate
+  from hrnet_jax.evaluation import evaluator
   model, variables, images, labels, config = _tiny_eval_setup()
   batches = _eval_batches(images, labels, 8)
-  one = evaluate.evaluate(model, variables, batches, config=config,
+  one = evaluator.evaluate(model, variables, batches, config=config,
                           mesh=sharding.make_mesh(devices=jax.devices()[:1]))
-  eight = evaluate.evaluate(model, variables, batches, config=config, mesh=sharding.make_mesh())
+  eight = evaluator.evaluate(model, variables, batches, config=config, mesh=sharding.make_mesh())
   np.testing.assert_array_equal(one['confusion_matrix'], eight['confusion_matrix'])
   assert one['num_examples'] == eight['num_examples'] == 21
   assert eight['confusion_matrix'].sum() == np.sum(labels != IGNORE)

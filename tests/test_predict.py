@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hrnet_jax import palettes
+from hrnet_jax.data import palettes
 
 import eval_testlib as lib
 

@@ -13,7 +13,7 @@ import pytest
 import hrnet_jax
 from hrnet_jax import checkpointing
 from hrnet_jax import data
-from hrnet_jax import optim
+from hrnet_jax.training import optim
 from hrnet_jax.data import fakes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,7 +6,7 @@ import optax
 import pytest
 import torch
 
-from hrnet_jax import optim
+from hrnet_jax.training import optim
 
 
 def _opt_config(**kw):

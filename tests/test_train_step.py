@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from hrnet_jax import data
-from hrnet_jax import optim
-from hrnet_jax import sharding
-from hrnet_jax import train_lib
-from hrnet_jax import train_step as ts
+from hrnet_jax import tasks
+from hrnet_jax.training import optim
+from hrnet_jax.training import sharding
+from hrnet_jax.training import trainer
+from hrnet_jax.training import step as ts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -66,11 +67,11 @@ class TinySeg(nn.Module):
 
 
 def _setup(config, mesh, model=None):
-  model = model or train_lib.build_model(config)
+  model = model or trainer.build_model(config)
   tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
   state, shardings = ts.create_state(model, tx, seed=config.seed, mesh=mesh,
                                      fsdp=config.mesh.fsdp > 1)
-  loss_fn = ts.make_loss_fn(model, config, align_corners=False)
+  loss_fn = ts.make_loss_fn(model, tasks.task_for_config(config).make_loss(model, config))
   grad_fn = ts.make_grad_fn(loss_fn, int(config.grad_accum_steps))
   step = ts.jit_train_step(ts.make_train_step(grad_fn, tx, schedule, with_grads=True),
                            mesh, shardings)
@@ -160,7 +161,8 @@ def test_grad_accumulation_averages_micro_batches():
   half = tiny_config(global_batch_size=4)
   tx, _ = optim.make_optimizer(half.optimizer, half.num_train_steps)
   state, _ = ts.create_state(model, tx, seed=half.seed, mesh=mesh)
-  grad_fn = jax.jit(ts.make_grad_fn(ts.make_loss_fn(model, half, align_corners=False), 1))
+  loss_fn = ts.make_loss_fn(model, tasks.task_for_config(half).make_loss(model, half))
+  grad_fn = jax.jit(ts.make_grad_fn(loss_fn, 1))
   rng = jax.random.key(0)
   l0, g0, s0 = grad_fn(state.params, state.batch_stats,
                        {k: v[0::2] for k, v in batch.items()}, rng)
@@ -217,7 +219,7 @@ def test_bfloat16_compute_keeps_float32_parameters(one_device):
 
 def test_remat_gives_the_same_step(one_device):
   config = tiny_config(**{'model.remat': True})
-  model = train_lib.build_model(config)
+  model = trainer.build_model(config)
   images = jnp.zeros((1, 32, 32, 3))
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images))
   jaxpr = jax.make_jaxpr(lambda v: model.apply(v, images, train=True,
@@ -241,8 +243,8 @@ class TinyCls(nn.Module):
 
 
 def test_classification_step_uses_the_cross_entropy_of_the_labels():
-  config = tiny_config(**{'model.head': 'cls', 'model.num_classes': 10,
-                          'loss.label_smoothing': 0.1})
+  config = tiny_config(**{'task': 'classification', 'model.head': 'cls',
+                          'model.num_classes': 10, 'loss.label_smoothing': 0.1})
   mesh = sharding.make_mesh(config.mesh)
   rng = np.random.default_rng(0)
   batch = {'image': rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8),

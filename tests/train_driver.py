@@ -74,12 +74,15 @@ def main():
   from absl import logging  # pylint: disable=g-import-not-at-top
   logging.use_absl_handler()
   logging.set_verbosity(logging.INFO)   # outside app.run absl logs only warnings
-  from hrnet_jax import distributed  # pylint: disable=g-import-not-at-top
+  from hrnet_jax.training import distributed  # pylint: disable=g-import-not-at-top
   if args.num_processes:
     distributed.maybe_initialize(coordinator_address=f'127.0.0.1:{args.port}',
                                  num_processes=args.num_processes,
                                  process_id=args.process_id)
-  from hrnet_jax import train_lib  # pylint: disable=g-import-not-at-top
+  from hrnet_jax.training import trainer  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_index() != 0:
+    logging.set_verbosity(logging.WARNING)   # as train.py: metrics are logged by process 0
 
   config = tiny_config(args.config)
   for assignment in args.set:
@@ -100,8 +103,8 @@ def main():
     os.kill(os.getpid(), signal.SIGKILL)
 
   try:
-    train_lib.train_and_evaluate(config, args.workdir, step_callback=callback)
-  except train_lib.NonFiniteLossError as e:
+    trainer.train_and_evaluate(config, args.workdir, step_callback=callback)
+  except trainer.NonFiniteLossError as e:
     sys.exit(f'error: {e}')
 
 

@@ -12,12 +12,17 @@ that would have come next.
 
 Evaluation. Example i of the split goes to global slot i of ceil(n / B) batches; slots
 past n are padding with mask False, so every process runs the same number of batches and
-each example counts exactly once. Images are padded bottom/right to a fixed size and
-carry their true height/width.
+each example counts exactly once.
+
+What an example becomes is the task's business (`hrnet_jax.tasks`): the loader opens the
+split, computes the order and the random streams, and calls the task's transforms
+(`task.train_transform(config, info)`, `task.eval_transform(config, info, source)`) on
+each raw example; it adds 'mask' and 'index' to evaluation examples and passes every
+other key through. Batching is grain's own (stacking into shared memory when worker
+processes run the transforms).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import sys
@@ -27,8 +32,8 @@ import cv2
 import grain
 import numpy as np
 
+from hrnet_jax import tasks as tasks_lib
 from hrnet_jax.data import sources
-from hrnet_jax.data import transforms
 from hrnet_jax.data.errors import DataError
 from hrnet_jax.data.registry import DatasetInfo, get_dataset_info
 
@@ -44,32 +49,6 @@ def _worker_init(worker_index: int, worker_count: int) -> None:
   cv2.setNumThreads(max(1, (os.cpu_count() or 1) // worker_count))
 
 
-@dataclasses.dataclass(frozen=True)
-class _Options:
-  """What the per-example functions need from the config."""
-  task: str
-  crop_size: tuple[int, int]
-  base_size: int
-  scale_factor: int
-  multi_scale: bool
-  flip: bool
-  ignore_label: int
-  eval_pad_size: tuple[int, int] | None
-  eval_resize: int
-
-
-def _options(config, info: DatasetInfo) -> _Options:
-  data = config.data
-  pad = data.get('eval_pad_size', None)
-  return _Options(
-      task=info.task, crop_size=tuple(int(v) for v in data.crop_size),
-      base_size=int(data.base_size), scale_factor=int(data.scale_factor),
-      multi_scale=bool(data.multi_scale), flip=bool(data.flip),
-      ignore_label=int(data.ignore_label),
-      eval_pad_size=tuple(int(v) for v in pad) if pad else None,
-      eval_resize=int(data.get('eval_resize', 256)))
-
-
 def _per_process(global_batch: int, process_count: int, what: str) -> int:
   if global_batch <= 0 or global_batch % process_count:
     raise DataError(f'{what}={global_batch} must be a positive multiple of the number of '
@@ -80,9 +59,9 @@ def _per_process(global_batch: int, process_count: int, what: str) -> int:
 class _TrainExample:
   """Local position -> augmented example (picklable: runs in grain worker processes)."""
 
-  def __init__(self, source, info: DatasetInfo, split: str, options: _Options, *,
+  def __init__(self, source, info: DatasetInfo, split: str, transform, *,
                seed: int, batch: int, global_batch: int, process_index: int):
-    self.source, self.info, self.split, self.options = source, info, split, options
+    self.source, self.info, self.split, self.transform = source, info, split, transform
     self.seed, self.batch, self.global_batch = seed, batch, global_batch
     self.process_index = process_index
     self.num_records = len(source)
@@ -105,28 +84,7 @@ class _TrainExample:
     rng = np.random.default_rng([_AUGMENT, self.seed, epoch, record])
     example = self.source[record]
     what = sources.example_id(example, self.info, self.split, record)
-    opt = self.options
-    if opt.task == 'classification':
-      image, label = sources.decode_classification(example, self.info, what)
-      image = transforms.train_classification(image, rng, size=opt.crop_size[0],
-                                              flip=opt.flip)
-      return {'image': image, 'label': np.int32(label)}
-    image, label = sources.decode_segmentation(example, self.info, what)
-    draw = transforms.draw_segmentation(
-        rng, image.shape[0], image.shape[1], crop_size=opt.crop_size,
-        base_size=opt.base_size, scale_factor=opt.scale_factor,
-        multi_scale=opt.multi_scale, flip=opt.flip, lip_order=self.info.lip_order)
-    image, label = transforms.apply_segmentation(
-        image, label, draw, crop_size=opt.crop_size, base_size=opt.base_size,
-        ignore_label=opt.ignore_label, flip_pairs=self.info.flip_pairs,
-        lip_order=self.info.lip_order)
-    # Decoded as BGR (OpenCV); converting only the crop is cheaper than the whole image.
-    # Labels stay uint8 across the worker->main process boundary (4x less to copy).
-    return {'image': cv2.cvtColor(image, cv2.COLOR_BGR2RGB), 'label': label}
-
-
-def _collate(examples: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-  return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+    return self.transform(example, rng, what)
 
 
 def _to_iterator(dataset: grain.MapDataset, num_workers: int, num_threads: int = 2):
@@ -158,8 +116,9 @@ def _closing(iterator):
 class TrainLoader:
   """Endless iterator of per-process training batches with get_state()/set_state().
 
-  Batches: {'image': uint8 (b, H, W, 3), 'label': int32 (b, H, W)} for segmentation,
-  {'image': uint8 (b, S, S, 3), 'label': int32 (b,)} for classification.
+  Batches are the task's training examples stacked: segmentation {'image': uint8
+  (b, H, W, 3), 'label': int32 (b, H, W)}, classification {'image': uint8 (b, S, S, 3),
+  'label': int32 (b,)}.
   """
 
   def __init__(self, example_fn: _TrainExample, *, num_workers: int, dataset: str):
@@ -167,7 +126,7 @@ class TrainLoader:
     self._num_workers = num_workers
     self._dataset = dataset
     self._batches = grain.MapDataset.range(0, _INFINITE).map(example_fn).batch(
-        example_fn.batch, drop_remainder=True, batch_fn=_collate)
+        example_fn.batch, drop_remainder=True)
     self._step = 0
     self._it = None
 
@@ -192,8 +151,7 @@ class TrainLoader:
       self._it = _to_iterator(self._batches[self._step:], self._num_workers)
     batch = next(self._it)
     self._step += 1
-    batch['label'] = batch['label'].astype(np.int32)
-    return batch
+    return self._fn.transform.finish_batch(batch)
 
   def get_state(self) -> dict[str, Any]:
     """JSON-serialisable state; independent of worker and process counts."""
@@ -220,18 +178,22 @@ class TrainLoader:
     self._it = None
 
 
-def make_train_loader(config, *, process_index: int = 0, process_count: int = 1
-                      ) -> TrainLoader:
-  """The training iterator of this process (see the module docstring for the order)."""
+def make_train_loader(config, *, process_index: int = 0, process_count: int = 1,
+                      task: tasks_lib.Task | str | None = None) -> TrainLoader:
+  """The training iterator of this process (see the module docstring for the order).
+
+  `task` (a Task or its name) defaults to the config's (`config.task` or the dataset's).
+  """
   info = get_dataset_info(config.data.name)
-  options = _options(config, info)
+  task = tasks_lib.task_for_config(config) if task is None else tasks_lib.get_task(task)
   batch = _per_process(int(config.global_batch_size), process_count, 'global_batch_size')
   source = sources.open_split(info, config.data.train_split, data_dir=config.data.data_dir,
                               manual_dir=config.data.manual_dir)
   if len(source) < config.global_batch_size:
     raise DataError(f'{info.name} {config.data.train_split} has {len(source)} examples, '
                     f'fewer than global_batch_size={config.global_batch_size}')
-  fn = _TrainExample(source, info, config.data.train_split, options, seed=int(config.seed),
+  fn = _TrainExample(source, info, config.data.train_split,
+                     task.train_transform(config, info), seed=int(config.seed),
                      batch=batch, global_batch=int(config.global_batch_size),
                      process_index=process_index)
   return TrainLoader(fn, num_workers=int(config.data.num_workers), dataset=info.name)
@@ -240,69 +202,45 @@ def make_train_loader(config, *, process_index: int = 0, process_count: int = 1
 class _EvalExample:
   """Global slot -> whole (padded) example, or an all-padding example past the split."""
 
-  def __init__(self, source, info: DatasetInfo, split: str, options: _Options, *,
-               num_examples: int, pad_size: tuple[int, int], batch: int,
-               global_batch: int, process_index: int):
-    self.source, self.info, self.split, self.options = source, info, split, options
-    self.num_examples, self.pad_size = num_examples, pad_size
+  def __init__(self, source, info: DatasetInfo, split: str, transform, *,
+               num_examples: int, batch: int, global_batch: int, process_index: int):
+    self.source, self.info, self.split, self.transform = source, info, split, transform
+    self.num_examples = num_examples
     self.batch, self.global_batch, self.process_index = batch, global_batch, process_index
 
   def __call__(self, position: int) -> dict[str, np.ndarray]:
     step, within = divmod(position, self.batch)
     index = step * self.global_batch + self.process_index * self.batch + within
-    opt, info = self.options, self.info
     if index >= self.num_examples:
-      return self._padding()
+      return dict(self.transform.padding(), mask=np.bool_(False), index=np.int32(-1))
     example = self.source[index]
-    what = sources.example_id(example, info, self.split, index)
-    if opt.task == 'classification':
-      image, label = sources.decode_classification(example, info, what)
-      image = transforms.eval_classification(image, resize=opt.eval_resize,
-                                             crop=opt.crop_size[0])
-      return {'image': image, 'label': np.int32(label), 'mask': np.bool_(True),
-              'index': np.int32(index)}
-    image, label = sources.decode_segmentation(example, info, what)
-    h, w = label.shape
-    if h > self.pad_size[0] or w > self.pad_size[1]:
-      raise DataError(f'{what}: image is {h}x{w}, larger than config.data.eval_pad_size='
-                      f'{self.pad_size}; raise eval_pad_size')
-    image = transforms.pad_to(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), self.pad_size, 0)
-    label = transforms.pad_to(label, self.pad_size, opt.ignore_label)
-    return {'image': image, 'label': label.astype(np.int32), 'mask': np.bool_(True),
-            'height': np.int32(h), 'width': np.int32(w), 'index': np.int32(index)}
-
-  def _padding(self) -> dict[str, np.ndarray]:
-    if self.options.task == 'classification':
-      size = self.options.crop_size[0]
-      return {'image': np.zeros((size, size, 3), np.uint8), 'label': np.int32(-1),
-              'mask': np.bool_(False), 'index': np.int32(-1)}
-    return {'image': np.zeros(self.pad_size + (3,), np.uint8),
-            'label': np.full(self.pad_size, self.options.ignore_label, np.int32),
-            'mask': np.bool_(False), 'height': np.int32(0), 'width': np.int32(0),
-            'index': np.int32(-1)}
+    what = sources.example_id(example, self.info, self.split, index)
+    return dict(self.transform(example, what), mask=np.bool_(True), index=np.int32(index))
 
 
 class EvalLoader:
   """Re-iterable evaluation batches; the same `len()` on every process.
 
-  Segmentation batches: {'image': uint8 (b, Hp, Wp, 3), 'label': int32 (b, Hp, Wp) padded
-  with ignore_label, 'mask': bool (b,), 'height', 'width': int32 (b,) true image sizes,
-  'index': int32 (b,) example index in the split (-1 = padding)}.
+  Batches are the task's evaluation examples stacked, plus 'mask': bool (b,) (False =
+  padding) and 'index': int32 (b,) example index in the split (-1 = padding).
+  Segmentation: {'image': uint8 (b, Hp, Wp, 3), 'label': int32 (b, Hp, Wp) padded with
+  ignore_label, 'height', 'width': int32 (b,) true image sizes, 'mask', 'index'}.
   Classification: {'image': uint8 (b, S, S, 3), 'label': int32 (b,), 'mask', 'index'}.
   """
 
   def __init__(self, example_fn: _EvalExample, num_batches: int, num_workers: int):
     self._fn, self._num_batches, self._num_workers = example_fn, num_batches, num_workers
     self._batches = grain.MapDataset.range(0, num_batches * example_fn.batch).map(
-        example_fn).batch(example_fn.batch, drop_remainder=True, batch_fn=_collate)
+        example_fn).batch(example_fn.batch, drop_remainder=True)
 
   @property
   def num_examples(self) -> int:
     return self._fn.num_examples
 
   @property
-  def pad_size(self) -> tuple[int, int]:
-    return self._fn.pad_size
+  def pad_size(self) -> tuple[int, int] | None:
+    """The (h, w) every image is padded to, when the task pads (segmentation)."""
+    return getattr(self._fn.transform, 'pad_size', None)
 
   def __len__(self) -> int:
     return self._num_batches
@@ -314,10 +252,11 @@ class EvalLoader:
 
 
 def make_eval_loader(config, *, process_index: int = 0, process_count: int = 1,
-                     split: str | None = None) -> EvalLoader:
+                     split: str | None = None,
+                     task: tasks_lib.Task | str | None = None) -> EvalLoader:
   """Evaluation batches of this process over the whole split (or max_eval_examples)."""
   info = get_dataset_info(config.data.name)
-  options = _options(config, info)
+  task = tasks_lib.task_for_config(config) if task is None else tasks_lib.get_task(task)
   split = split or config.data.eval_split
   global_batch = int(config.eval.global_batch_size)
   batch = _per_process(global_batch, process_count, 'eval.global_batch_size')
@@ -326,14 +265,7 @@ def make_eval_loader(config, *, process_index: int = 0, process_count: int = 1,
   n = len(source)
   if config.data.max_eval_examples and config.data.max_eval_examples > 0:
     n = min(n, int(config.data.max_eval_examples))
-  pad_size = options.eval_pad_size
-  if pad_size is None and info.task == 'segmentation':
-    fixed = sources.image_shape(source, info)
-    if None in fixed:
-      raise DataError(f'{info.name} images vary in size: set config.data.eval_pad_size '
-                      '(h, w) to at least the largest evaluation image')
-    pad_size = fixed
-  fn = _EvalExample(source, info, split, options, num_examples=n,
-                    pad_size=tuple(pad_size) if pad_size else None, batch=batch,
-                    global_batch=global_batch, process_index=process_index)
+  fn = _EvalExample(source, info, split, task.eval_transform(config, info, source),
+                    num_examples=n, batch=batch, global_batch=global_batch,
+                    process_index=process_index)
   return EvalLoader(fn, math.ceil(n / global_batch), int(config.data.num_workers))

@@ -12,14 +12,8 @@ import numpy as np
 from hrnet_jax.data import registry
 from hrnet_jax.data.errors import DataError
 
-# trainId 0..18: road, sidewalk, building, wall, fence, pole, traffic light, traffic
-# sign, vegetation, terrain, sky, person, rider, car, truck, bus, train, motorcycle,
-# bicycle.
-CITYSCAPES = np.array([
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153),
-    (153, 153, 153), (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152),
-    (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
-    (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32)], np.uint8)
+# The official Cityscapes colours by trainId: the registry's table (one copy).
+CITYSCAPES = np.asarray(registry.CITYSCAPES_PALETTE, np.uint8)
 
 IGNORE_COLOR = (0, 0, 0)
 
@@ -90,3 +84,14 @@ def side_by_side(*pictures: np.ndarray, gap: int = 4) -> np.ndarray:
       parts.append(np.full((height, gap, 3), 255, np.uint8))
     parts.append(np.asarray(pic, np.uint8))
   return np.concatenate(parts, axis=1)
+
+
+def stack_rows(rows, gap: int = 4) -> np.ndarray:
+  """Stacks RGB pictures top to bottom, padded white to one width, white gaps between."""
+  width = max(r.shape[1] for r in rows)
+  padded = [np.pad(np.asarray(r, np.uint8), ((0, 0), (0, width - r.shape[1]), (0, 0)),
+                   constant_values=255) for r in rows]
+  out = [padded[0]]
+  for r in padded[1:]:
+    out += [np.full((gap, width, 3), 255, np.uint8), r]
+  return np.concatenate(out, axis=0)

@@ -136,12 +136,17 @@ BUILD_ERROR_PREFIX = 'hrnet_jax.data.DataError: '
 
 def open_split(info: DatasetInfo, split: str, *, data_dir: str | None = None,
                manual_dir: str | None = None):
-  """A random-access source of raw examples (encoded image bytes) of one split."""
+  """A random-access source of raw examples of one split.
+
+  Every image feature (the image, a segmentation label map, ...) stays encoded bytes:
+  the task's transforms decode them in the loader's workers (`decode_image`), so a
+  corrupt file becomes a `DataError` naming the example.
+  """
   tfds = _tfds()
   builder = get_builder(info, data_dir=data_dir, manual_dir=manual_dir)
-  decoders = {info.image_key: tfds.decode.SkipDecoding()}
-  if info.task == 'segmentation':
-    decoders[info.label_key] = tfds.decode.SkipDecoding()
+  decoders = {key: tfds.decode.SkipDecoding() for key, feature in builder.info.features.items()
+              if isinstance(feature, tfds.features.Image)}
+  decoders[info.image_key] = tfds.decode.SkipDecoding()
   try:
     return builder.as_data_source(split=info.tfds_split(split), decoders=decoders)
   except NotImplementedError as e:

@@ -42,11 +42,8 @@ import numpy as np
 
 from hrnet_jax.data import registry
 from hrnet_jax.data.errors import DataError
+from hrnet_jax.data.normalization import normalize  # the one table of mean / std
 from hrnet_jax.models.resize import resize_bilinear
-
-# ImageNet statistics of the official code (RGB, on [0, 1] images).
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 
 LogitsFn = Callable[[Any, jax.Array], jax.Array]
 
@@ -59,10 +56,18 @@ def dataset_flip_pairs(name: str) -> tuple[tuple[int, int], ...]:
     return ()
 
 
-def normalize(images: jax.Array) -> jax.Array:
-  """uint8 RGB -> float32 (x / 255 - mean) / std, as the official input_transform."""
-  x = images.astype(jnp.float32) / 255.0
-  return (x - jnp.asarray(MEAN, jnp.float32)) / jnp.asarray(STD, jnp.float32)
+def resolve_align_corners(model, config=None) -> bool:
+  """align_corners of the model (its resolved options), else the config's, else by head."""
+  value = getattr(getattr(model, 'opts', None), 'align_corners', None)
+  if value is None:
+    value = getattr(model, 'align_corners', None)
+  if value is None and config is not None:
+    value = config.model.get('align_corners', None)
+  if value is None:
+    # Family defaults of the official code: HRNet-OCR branch True, pytorch-v1.1 False.
+    head = getattr(model, 'head', None) or (config.model.head if config is not None else '')
+    value = head == 'ocr'
+  return bool(value)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Evaluation metrics: the segmentation confusion matrix and classification top-k.
+"""Exact on-device counting for evaluation: the confusion matrix, top-k hits, host sums.
 
 Everything is counted on device and reduced exactly over every device of every
 process. The confusion matrix is the only state: mIoU, per-class IoU and pixel
@@ -107,6 +107,19 @@ def fetch_replicated(x: Any) -> np.ndarray:
   if isinstance(x, jax.Array) and not x.is_fully_addressable:
     x = x.addressable_data(0)
   return np.asarray(x)
+
+
+def sum_over_processes(local: np.ndarray) -> np.ndarray:
+  """Exact int64 sum over processes (jax arrays are int32 without x64: split in 27 bits)."""
+  local = np.asarray(local, np.int64)
+  if jax.process_count() == 1:
+    return local
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  low = (local & ((1 << 27) - 1)).astype(np.int32)
+  high = (local >> 27).astype(np.int32)
+  parts = multihost_utils.process_allgather(np.stack([low, high]))
+  parts = np.asarray(parts, np.int64).sum(0)
+  return parts[0] + (parts[1] << 27)
 
 
 def segmentation_metrics(confusion: np.ndarray) -> dict[str, Any]:

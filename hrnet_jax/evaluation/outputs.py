@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from hrnet_jax import palettes
+from hrnet_jax.data import palettes
 
 RESULTS_FILE = 'eval_results.json'
 BAR_CHART_FILE = 'per_class_iou.png'

@@ -1,4 +1,4 @@
-"""Training losses of the official HRNet code.
+"""Segmentation losses of the official HRNet code.
 
 Segmentation logits come out at 1/4 resolution; every loss first upsamples them
 bilinearly to the label size (align_corners as the model family: False for
@@ -137,13 +137,3 @@ def segmentation_loss(outputs: Any, labels: jax.Array, *, loss_config: Any,
   logits = upsample_logits(outputs, size, align_corners=align_corners)
   return _chunked(final, logits, labels, chunk)
 
-
-def classification_loss(logits: jax.Array, labels: jax.Array, *,
-                        label_smoothing: float = 0.0) -> jax.Array:
-  """Mean softmax cross-entropy over the batch (torch CrossEntropyLoss, label smoothing)."""
-  num_classes = logits.shape[-1]
-  targets = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)
-  if label_smoothing:
-    targets = targets * (1.0 - label_smoothing) + label_smoothing / num_classes
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  return -jnp.mean(jnp.sum(targets * logp, axis=-1))

@@ -18,12 +18,15 @@ def make_schedule(opt_config: Any, num_train_steps: int) -> optax.Schedule:
   lr = float(opt_config.learning_rate)
   warmup = int(opt_config.get('warmup_steps', 0) or 0)
   if opt_config.schedule == 'poly':
-    power = float(opt_config.poly_power)
-    max_it = float(num_train_steps)
+    # lr * (1 - count / max_it)^power, clipped at max_it, as the official
+    # adjust_learning_rate evaluated before each update.
+    poly = optax.polynomial_schedule(init_value=lr, end_value=0.0,
+                                     power=float(opt_config.poly_power),
+                                     transition_steps=int(num_train_steps))
 
     def main(count):
-      frac = 1.0 - jnp.asarray(count, jnp.float32) / max_it
-      return lr * jnp.maximum(frac, 0.0) ** power
+      # Under jit, XLA's CPU pow(0, 0.9) is NaN: the end of the schedule is 0 by hand.
+      return jnp.where(jnp.asarray(count) < num_train_steps, poly(count), 0.0)
   elif opt_config.schedule == 'step':
     boundaries = {int(b): float(opt_config.step_factor) for b in opt_config.step_boundaries}
     main = optax.piecewise_constant_schedule(lr, boundaries)

@@ -15,9 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hrnet_jax import data as data_lib
-from hrnet_jax import losses
-from hrnet_jax import sharding
+from hrnet_jax.data import normalization
+from hrnet_jax.training import sharding
 
 # Parameters are shape-independent of the input (fully convolutional, global pooling in
 # the classifier): initialise on a small image rather than the training crop.
@@ -131,25 +130,19 @@ def log_init_report(report: dict[str, list[str]], source: str) -> None:
 # ----------------------------------------------------------------------------
 # The step.
 # ----------------------------------------------------------------------------
-def make_loss_fn(model, config, *, align_corners: bool):
-  """loss(params, batch_stats, images_uint8, labels, rng) -> (loss, new batch_stats)."""
-  head = config.model.head
+def make_loss_fn(model, task_loss: Callable[[Any, Any], jax.Array]):
+  """loss(params, batch_stats, batch, rng) -> (loss, new batch_stats).
 
-  def loss_fn(params, batch_stats, images, labels, rng):
+  The model sees the normalised batch['image'] in training mode; `task_loss(outputs,
+  batch)` is the task's loss (`Task.make_loss`), which reads whatever else the batch
+  carries (labels, targets, weights).
+  """
+
+  def loss_fn(params, batch_stats, batch, rng):
     out, mutated = model.apply({'params': params, 'batch_stats': batch_stats},
-                               data_lib.normalize(images), train=True,
+                               normalization.normalize(batch['image']), train=True,
                                mutable=['batch_stats'], rngs={'dropout': rng})
-    if head == 'cls':
-      loss = losses.classification_loss(out, labels,
-                                        label_smoothing=config.loss.label_smoothing)
-    elif head in ('seg', 'ocr'):
-      loss = losses.segmentation_loss(out, labels, loss_config=config.loss,
-                                      align_corners=align_corners,
-                                      ignore_label=int(config.data.ignore_label))
-    else:
-      raise ValueError(f"config.model.head={head!r}: training supports 'seg', 'ocr' and "
-                       "'cls'.")
-    return loss, mutated['batch_stats']
+    return task_loss(out, batch), mutated['batch_stats']
 
   return loss_fn
 
@@ -157,14 +150,14 @@ def make_loss_fn(model, config, *, align_corners: bool):
 def make_grad_fn(loss_fn, accum_steps: int):
   """(params, batch_stats, batch, rng) -> (loss, grads, new batch_stats).
 
-  With accum_steps > 1 the batch is cut into that many micro-batches (rows r with
-  r % accum_steps == j, so each stays split over every device); gradients and losses
-  are averaged and BatchNorm statistics updated micro-batch after micro-batch.
+  With accum_steps > 1 the batch (every entry) is cut into that many micro-batches
+  (rows r with r % accum_steps == j, so each stays split over every device); gradients
+  and losses are averaged and BatchNorm statistics updated micro-batch after micro-batch.
   """
   grad = jax.value_and_grad(loss_fn, has_aux=True)
 
   def single(params, batch_stats, batch, rng):
-    (loss, new_stats), grads = grad(params, batch_stats, batch['image'], batch['label'], rng)
+    (loss, new_stats), grads = grad(params, batch_stats, batch, rng)
     return loss, grads, new_stats
 
   if accum_steps <= 1:
@@ -178,7 +171,7 @@ def make_grad_fn(loss_fn, accum_steps: int):
       x = x.reshape((x.shape[0] // accum_steps, accum_steps) + x.shape[1:])
       return jnp.swapaxes(x, 0, 1)
 
-    micro = jax.tree.map(split, {'image': batch['image'], 'label': batch['label']})
+    micro = jax.tree.map(split, dict(batch))
 
     def body(carry, xs):
       loss_sum, grad_sum, stats = carry

@@ -6,6 +6,13 @@ preemption continues where it stopped. SIGTERM writes a checkpoint at the curren
 step and returns normally (train.py then exits 0). A non-finite loss stops the run
 with an error naming the step; the step that produced it is not applied and no
 checkpoint is written after it.
+
+The trainer knows no task: the task plug-in (`hrnet_jax.tasks`, named by `config.task`
+or by the dataset) gives the loaders their transforms, the step its loss, the
+evaluation its evaluator, and picks the best checkpoint's score and the pictures.
+Reporting is CLU's: a default metric writer (TensorBoard and the log on process 0, the
+log alone elsewhere), `ReportProgress` for steps/s and ETA, `Profile` for a trace when
+`config.profile_steps` > 0.
 """
 from __future__ import annotations
 
@@ -13,21 +20,22 @@ import json
 import os
 import signal
 import threading
-import time
 from typing import Any, Callable
 
 from absl import logging
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import hrnet_jax
 from hrnet_jax import checkpointing
 from hrnet_jax import data as data_lib
-from hrnet_jax import evaluate as evaluate_lib
-from hrnet_jax import optim
-from hrnet_jax import reporting
-from hrnet_jax import sharding
-from hrnet_jax import train_step as ts
+from hrnet_jax import tasks as tasks_lib
+from hrnet_jax.evaluation import evaluator as evaluate_lib
+from hrnet_jax.training import optim
+from hrnet_jax.training import reporting
+from hrnet_jax.training import sharding
+from hrnet_jax.training import step as ts
 from hrnet_jax.models import model_options_dict
 
 
@@ -88,9 +96,6 @@ def _check_config(config) -> None:
     raise ValueError(
         f'config.global_batch_size={config.global_batch_size} / config.grad_accum_steps='
         f'{config.grad_accum_steps} must be a multiple of the {n} devices.')
-  if config.model.head not in ('seg', 'ocr', 'cls'):
-    raise ValueError(f"config.model.head={config.model.head!r}: training supports 'seg', "
-                     "'ocr' and 'cls'.")
 
 
 def _init_from_checkpoint(state, config):
@@ -104,25 +109,16 @@ def _init_from_checkpoint(state, config):
   return state
 
 
-def _evaluate(model, state, config, mesh, writer, workdir, step) -> dict[str, Any]:
+def _evaluate(task, model, state, config, mesh, writer, workdir, step) -> dict[str, Any]:
   loader = data_lib.make_eval_loader(config, process_index=jax.process_index(),
-                                     process_count=jax.process_count())
+                                     process_count=jax.process_count(), task=task)
   variables = {'params': state.params, 'batch_stats': state.batch_stats}
-  result = evaluate_lib.evaluate(model, variables, loader, config=config, mesh=mesh)
+  result = evaluate_lib.evaluate(model, variables, loader, config=config, mesh=mesh,
+                                 task=task)
   writer.write_scalars(step, reporting.scalars_of(result, 'eval'))
-  if config.model.head != 'cls':
-    picture = reporting.evaluation_picture(
-        result.get('pictures', []), dataset=config.data.name,
-        num_classes=int(config.model.num_classes), ignore_label=int(config.data.ignore_label))
-    reporting.write_pictures(writer, workdir, step, picture)
-  score_key = 'top1' if config.model.head == 'cls' else 'mIoU'
-  result['score'] = float(result[score_key])
-  logging.info('Evaluation at step %d: %s %.4f', step, score_key, result['score'])
-  if 'per_class_iou' in result:
-    names = data_lib.get_dataset_info(config.data.name).class_names
-    present = result.get('present', [True] * len(names))
-    logging.info('  IoU: %s', ', '.join(
-        f'{n} {v:.3f}' for n, v, p in zip(names, result['per_class_iou'], present) if p))
+  reporting.write_pictures(writer, workdir, step, task.picture(result, config))
+  result['score'] = task.score(result)
+  logging.info('Evaluation at step %d: %s %.4f', step, task.score_name, result['score'])
   return result
 
 
@@ -133,15 +129,19 @@ def _write_config(workdir: str, config) -> None:
 
 
 def train_and_evaluate(config, workdir: str, *,
-                       step_callback: Callable[[int], None] | None = None):
+                       step_callback: Callable[[int], None] | None = None,
+                       task: tasks_lib.Task | str | None = None):
   """Trains per `config` in `workdir` (resuming if it holds checkpoints); the final state.
 
-  `step_callback(step)` runs on the host after each step is dispatched (tests use it
-  to deliver signals at a known step).
+  `task` (a Task or its name) overrides the config's task (`config.task`, else the
+  dataset's). `step_callback(step)` runs on the host after each step is dispatched
+  (tests use it to deliver signals at a known step).
   """
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   reporting.quiet_library_logs()
+  task = tasks_lib.task_for_config(config) if task is None else tasks_lib.get_task(task)
+  task.check_config(config)
   _check_config(config)
   _write_config(workdir, config)
   mesh = sharding.make_mesh(config.mesh)
@@ -155,7 +155,7 @@ def train_and_evaluate(config, workdir: str, *,
       keep_best=config.checkpoint.keep_best,
       async_save=config.checkpoint.get('async_save', True))
   loader = data_lib.make_train_loader(config, process_index=jax.process_index(),
-                                      process_count=jax.process_count())
+                                      process_count=jax.process_count(), task=task)
   if ckpt.latest_step() is not None:
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                             state, shardings)
@@ -167,17 +167,15 @@ def train_and_evaluate(config, workdir: str, *,
   else:
     logging.info('Random initialisation (no init_checkpoint).')
 
-  align_corners = evaluate_lib.resolve_align_corners(model.opts, config)
-  loss_fn = ts.make_loss_fn(model, config, align_corners=align_corners)
+  loss_fn = ts.make_loss_fn(model, task.make_loss(model, config))
   grad_fn = ts.make_grad_fn(loss_fn, int(config.grad_accum_steps))
   step_fn = ts.jit_train_step(ts.make_train_step(grad_fn, tx, schedule), mesh, shardings)
 
   writer = reporting.create_writer(workdir)
+  writer.write_hparams(reporting.hparams_of(config))
   step = int(jax.device_get(state.step))
   total = int(config.num_train_steps)
-  progress = reporting.Progress(total_steps=total, start_step=step,
-                                images_per_step=config.global_batch_size,
-                                every_steps=config.log_every_steps)
+  hooks = reporting.progress_hooks(config, workdir, writer)
   preemption = _Preemption()
 
   def save(force=False):
@@ -194,7 +192,7 @@ def train_and_evaluate(config, workdir: str, *,
           f'{workdir}/checkpoints (lower the learning rate or check the data).')
 
   pending = None        # (step, metrics) not yet checked for finiteness
-  window_start, window_step = time.time(), step
+  window_losses = []    # device scalars of the steps since the last log line
   try:
     while step < total:
       batch = sharding.global_batch(next(loader), mesh)
@@ -203,19 +201,19 @@ def train_and_evaluate(config, workdir: str, *,
       if pending is not None:   # one step behind: the host never stalls the device
         check_finite(*pending)
       pending = (step, metrics)
+      window_losses.append(metrics['loss'])
       if step_callback is not None:
         step_callback(step)
-      progress.update(step, metrics)
+      for hook in hooks:
+        hook(step)
       if step % config.log_every_steps == 0 or step == total:
         check_finite(*pending)
-        now = time.time()
-        step_time = (now - window_start) / max(step - window_step, 1)
-        window_start, window_step = now, step
+        # The loss averaged over the window (every step since the last line), the rest
+        # as of this step.
         writer.write_scalars(step, {
-            'train/loss': float(metrics['loss']), 'train/lr': float(metrics['lr']),
-            'train/grad_norm': float(metrics['grad_norm']),
-            'train/step_time_s': step_time,
-            'train/images_per_s': config.global_batch_size / max(step_time, 1e-9)})
+            'train/loss': float(np.mean(jax.device_get(window_losses))),
+            'train/lr': float(metrics['lr']), 'train/grad_norm': float(metrics['grad_norm'])})
+        window_losses = []
       checkpoint_due = config.checkpoint.every_steps > 0 and (
           step % config.checkpoint.every_steps == 0)
       eval_due = config.eval.every_steps > 0 and step % config.eval.every_steps == 0
@@ -224,7 +222,8 @@ def train_and_evaluate(config, workdir: str, *,
       if checkpoint_due:
         save()
       if eval_due and step < total:
-        result = _evaluate(model, state, config, mesh, writer, workdir, step)
+        with hooks[0].timed('eval', wait_jax_async_dispatch=False):
+          result = _evaluate(task, model, state, config, mesh, writer, workdir, step)
         ckpt.save_best(step, state, result['score'], data_state=loader.get_state(),
                        config=config, metadata=metadata)
       if preemption.reached(step) and step < total:
@@ -237,9 +236,8 @@ def train_and_evaluate(config, workdir: str, *,
     if pending is not None:
       check_finite(*pending)
     save(force=True)
-    progress.close()
     if config.eval.every_steps >= 0:
-      result = _evaluate(model, state, config, mesh, writer, workdir, step)
+      result = _evaluate(task, model, state, config, mesh, writer, workdir, step)
       ckpt.save_best(step, state, result['score'], data_state=loader.get_state(),
                      config=config, metadata=metadata)
       if jax.process_index() == 0:
