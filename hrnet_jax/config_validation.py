@@ -164,6 +164,16 @@ def _check_paths(config, mode: str) -> None:
     _fail('data.data_dir', data_dir, 'is a file, not a directory')
 
 
+def _optimizer_names() -> tuple[str, ...]:
+  """The optimizers hrnet_jax.training.optim builds (its OPTIMIZERS, when it lists them)."""
+  try:
+    from hrnet_jax.training import optim  # pylint: disable=g-import-not-at-top
+    names = getattr(optim, 'OPTIMIZERS', None)
+  except ImportError:
+    names = None
+  return tuple(names) if names else ('sgd', 'adam', 'adamw')
+
+
 def validate(config, *, mode: str = 'train', check_paths: bool = True):
   """Checks every known field of `config` (raises ConfigError); returns it normalised."""
   from hrnet_jax.data import registry  # pylint: disable=g-import-not-at-top
@@ -172,7 +182,7 @@ def validate(config, *, mode: str = 'train', check_paths: bool = True):
   c = _Checker(config)
   # model
   c.choice('model.name', sorted(VARIANTS))
-  c.choice('model.head', ('seg', 'ocr', 'cls') if mode == 'train' else tuple(HEADS))
+  c.choice('model.head', tuple(HEADS))
   c.int('model.num_classes', lo=1)
   c.choice('model.upsample', ('nearest', 'bilinear'), optional=True)
   c.bool('model.align_corners', optional=True)
@@ -201,7 +211,7 @@ def validate(config, *, mode: str = 'train', check_paths: bool = True):
   c.int('global_batch_size', lo=1)
   c.int('num_train_steps', lo=1)
   c.int('grad_accum_steps', lo=1)
-  c.choice('optimizer.name', ('sgd',))
+  c.choice('optimizer.name', _optimizer_names())
   c.number('optimizer.learning_rate', lo=0, lo_open=True)
   c.number('optimizer.momentum', lo=0, hi=1, hi_open=True)
   c.bool('optimizer.nesterov')

@@ -332,7 +332,7 @@ class TrainCheckpointManager:
     """Saves at save steps (see should_save) or when `force`; returns whether it did."""
     if not force and not self.should_save(step):
       return False
-    if step in self._saved_steps(self._last):
+    if step in self._last.all_steps():   # saved, or being saved
       return False
     self._save(self._last, step, self._args(state, data_state, config, metadata))
     return True
