@@ -35,7 +35,7 @@ import numpy as np
 from hrnet_jax import tasks as tasks_lib
 from hrnet_jax.data import sources
 from hrnet_jax.data.errors import DataError
-from hrnet_jax.data.registry import DatasetInfo, get_dataset_info
+from hrnet_jax.data.registry import DatasetInfo, dataset_info
 
 # Leading words that keep the shuffling and augmentation random streams apart.
 _SHUFFLE, _AUGMENT = 1, 2
@@ -184,11 +184,13 @@ def make_train_loader(config, *, process_index: int = 0, process_count: int = 1,
 
   `task` (a Task or its name) defaults to the config's (`config.task` or the dataset's).
   """
-  info = get_dataset_info(config.data.name)
+  info = dataset_info(config.data)
   task = tasks_lib.task_for_config(config) if task is None else tasks_lib.get_task(task)
   batch = _per_process(int(config.global_batch_size), process_count, 'global_batch_size')
-  source = sources.open_split(info, config.data.train_split, data_dir=config.data.data_dir,
-                              manual_dir=config.data.manual_dir)
+  source = task.source_view(
+      sources.open_split(info, config.data.train_split, data_dir=config.data.data_dir,
+                         manual_dir=config.data.manual_dir),
+      info, config.data.train_split, config, training=True)
   if len(source) < config.global_batch_size:
     raise DataError(f'{info.name} {config.data.train_split} has {len(source)} examples, '
                     f'fewer than global_batch_size={config.global_batch_size}')
@@ -255,13 +257,15 @@ def make_eval_loader(config, *, process_index: int = 0, process_count: int = 1,
                      split: str | None = None,
                      task: tasks_lib.Task | str | None = None) -> EvalLoader:
   """Evaluation batches of this process over the whole split (or max_eval_examples)."""
-  info = get_dataset_info(config.data.name)
+  info = dataset_info(config.data)
   task = tasks_lib.task_for_config(config) if task is None else tasks_lib.get_task(task)
   split = split or config.data.eval_split
   global_batch = int(config.eval.global_batch_size)
   batch = _per_process(global_batch, process_count, 'eval.global_batch_size')
-  source = sources.open_split(info, split, data_dir=config.data.data_dir,
-                              manual_dir=config.data.manual_dir)
+  source = task.source_view(
+      sources.open_split(info, split, data_dir=config.data.data_dir,
+                         manual_dir=config.data.manual_dir),
+      info, split, config, training=False)
   n = len(source)
   if config.data.max_eval_examples and config.data.max_eval_examples > 0:
     n = min(n, int(config.data.max_eval_examples))

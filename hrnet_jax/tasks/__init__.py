@@ -54,5 +54,5 @@ def task_for_config(config: Any) -> Task:
   name = config.get('task', None)
   if not name:
     from hrnet_jax.data import registry  # pylint: disable=g-import-not-at-top
-    name = registry.get_dataset_info(config.data.name).task
+    name = registry.dataset_info(config.data).task
   return get_task(name)

@@ -4,6 +4,9 @@ A task is a subclass of `Task` whose module defines `TASK = MyTask()`. The share
 calls it at these points (and nowhere else does it know which task it runs):
 
   data loader (`hrnet_jax.data.loader`, in grain worker processes, numpy only)
+    `source_view(source, info, split, config, training=)` -> what the loader indexes:
+        the split's random-access source itself (default), or a view of it with
+        another length, e.g. one entry per person of a keypoint dataset.
     `train_transform(config, info)` -> a picklable `TrainTransform`:
         transform(raw_example, rng, what) -> dict of numpy arrays (one example);
         transform.finish_batch(batch) -> batch, in the main process after batching.
@@ -109,6 +112,12 @@ class Task:
         node = node[part]
 
   # --- data (numpy, grain workers) -------------------------------------------------
+  def source_view(self, source: Any, info: Any, split: str, config: Any, *,
+                  training: bool) -> Any:
+    """The random-access sequence of raw examples the loader orders and shards."""
+    del info, split, config, training
+    return source
+
   def train_transform(self, config: Any, info: Any) -> TrainTransform:
     raise NotImplementedError(f'task {self.name!r} has no training transform.')
 

@@ -86,7 +86,7 @@ def class_names(config, num_classes: int) -> list[str]:
   """The dataset's class names, 'class k' for classes it does not name."""
   from hrnet_jax.data import registry  # pylint: disable=g-import-not-at-top
   try:
-    names = list(registry.get_dataset_info(config.data.name).class_names)[:num_classes]
+    names = list(registry.dataset_info(config.data).class_names)[:num_classes]
   except DataError:
     names = []
   return names + [f'class {k}' for k in range(len(names), num_classes)]
