@@ -195,7 +195,7 @@ def test_two_processes_give_the_single_process_matrix(tmp_path):
 def test_evaluate_classification_top1_top5():
   import flax.linen as nn
   import ml_collections
-  from hrnet_jax.evaluation import evaluator as evaluate, inference
+  from hrnet_jax.evaluation import evaluator, inference
 
   class Linear(nn.Module):
     @nn.compact
