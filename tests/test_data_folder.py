@@ -1,5 +1,6 @@
 """The user's own data: a folder of images and masks (data.name=folder) and class-named
 folders (data.name=image_folder) built into TFDS, their checks, and the browse tool."""
+import json
 import os
 import shutil
 import subprocess
@@ -223,6 +224,9 @@ def test_conversions_of_grey_16bit_rgba_palette_and_colour_inputs(tmp_path):
   Image.fromarray(np.dstack([rgb, np.full((8, 12), 255, np.uint8)])).save(
       root / 'images/train/rgba.png')
   Image.fromarray(colours[idx]).save(root / 'masks/train/rgba.png')
+  rgb16 = rng.integers(0, 65536, (8, 12, 3), np.uint16)
+  cv2.imwrite(str(root / 'images/train/rgb16.png'), rgb16)        # BGR order on disk
+  cv2.imwrite(str(root / 'masks/train/rgb16.png'), np.full((8, 12), 7, np.uint8))
   Image.fromarray(rgb[..., 0]).save(root / 'images/val/gray8.png')
   pal = Image.fromarray(np.where(idx == 2, 0, 7 + idx).astype(np.uint8), mode='P')
   pal.putpalette([0, 0, 0] * 256)
@@ -235,6 +239,7 @@ def test_conversions_of_grey_16bit_rgba_palette_and_colour_inputs(tmp_path):
   np.testing.assert_array_equal(
       got['grey'][3], np.select([raw == 7, raw == 8, raw == 300], [0, 1, 1], 255))
   np.testing.assert_array_equal(got['rgba'][2], rgb[..., ::-1])    # BGR as decoded
+  np.testing.assert_array_equal(got['rgb16'][2], (rgb16 >> 8).astype(np.uint8))
   np.testing.assert_array_equal(got['rgba'][3], np.where(idx == 2, 255, idx))
   np.testing.assert_array_equal(got['gray8'][2], np.dstack([rgb[..., 0]] * 3))
   np.testing.assert_array_equal(got['gray8'][3], np.where(idx == 2, 255, idx))
@@ -243,7 +248,7 @@ def test_conversions_of_grey_16bit_rgba_palette_and_colour_inputs(tmp_path):
                                                                           'classes.txt')))
   notes = ' | '.join(report.lines())
   for note in ('16-bit grey scaled to 8 bits', 'opaque alpha dropped', 'grey copied to RGB',
-               'colours mapped'):
+               'colours mapped', '16-bit RGB reduced to 8 bits'):
     assert note in notes
 
 
@@ -301,8 +306,69 @@ def test_image_folder_classification_through_tfds_image_folder(tmp_path):
     np.testing.assert_array_equal(image[0, 0], colours[cls][::-1])
     seen.append(name)
   assert sorted(seen) == sorted(f'val/{c}/{c}{i}.png' for c in colours for i in range(2))
+  # The classification task's train loader runs on it (configs/imagenet_w18_c.py).
+  from configs import imagenet_w18_c  # pylint: disable=g-import-not-at-top
+  from hrnet_jax import data  # pylint: disable=g-import-not-at-top
+  config = imagenet_w18_c.get_config()
+  config.data.name, config.data.root = 'image_folder', str(root)
+  config.data.data_dir, config.data.num_workers = str(tmp_path / 'tfds'), 0
+  config.data.crop_size, config.global_batch_size = (32, 32), 9
+  loader = data.make_train_loader(config)
+  batch = next(loader)
+  loader.close()
+  assert batch['image'].shape == (9, 32, 32, 3)
+  for image, label in zip(batch['image'], batch['label']):   # one colour per class
+    rgb = colours[info.class_names[label]][::-1]
+    assert np.abs(image.reshape(-1, 3).astype(int) - rgb).max() <= 2
   (root / 'train' / 'dog' / 'dog0.png').write_bytes(b'garbage')
   with pytest.raises(folder_checks.FolderCheckError, match='dog0.png: cannot read'):
     sources.open_split(_info(root, name='image_folder'), 'train',
                        data_dir=str(tmp_path / 'tfds2'))
   assert _files_in(str(tmp_path / 'tfds2')) == []
+
+
+# --- browse ---------------------------------------------------------------------------
+
+def test_browse_writes_the_sample_grid_and_the_class_frequency_chart(streets, tmp_path):
+  root, data_dir, _, examples = streets
+  out = tmp_path / 'browse'
+  result = subprocess.run(
+      [sys.executable, '-m', 'hrnet_jax.data.browse', '--config=configs/folder_seg.py',
+       f'--config.data.root={root}', f'--config.data.data_dir={data_dir}', f'--out={out}',
+       '--num_samples=6', '--columns=3'],
+      capture_output=True, text=True, check=False,
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert result.returncode == 0, result.stderr[-3000:]
+  grid = np.asarray(Image.open(out / 'samples.png'))
+  crop = 128   # configs/folder_seg.py: 128x128 crops, each as image | overlay (gap 2)
+  assert grid.shape == (2 * crop + 8, 3 * (2 * crop + 2) + 2 * 8, 3)
+  chart = Image.open(out / 'class_frequency.png')
+  assert chart.size[0] > 300 and chart.size[1] > 19 * 20
+  with open(out / 'class_frequency.json') as f:
+    counts = json.load(f)
+  for split in ('train', 'validation'):   # independent count over the decoded labels
+    labels = np.stack([e[3] for e in examples[split]])
+    expected = np.bincount(labels.ravel(), minlength=256)
+    assert [counts['counts'][split][n] for n in registry.CITYSCAPES_CLASSES] == (
+        expected[:19].tolist())
+    assert counts['ignored'][split] == expected[255]
+
+
+# --- the documented run (multi-minute: slow tier) ---------------------------------------
+
+@pytest.mark.slow
+def test_the_documented_folder_run_reaches_miou_0_7(tmp_path):
+  """docs/custom_data.md step 3: 60 scenes, configs/folder_seg.py, mIoU >= 0.7 on val."""
+  root = tmp_path / 'streets'
+  folder_fakes.write_scene_folder(str(root), num_images=60)
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  result = subprocess.run(
+      [sys.executable, 'train.py', '--config=configs/folder_seg.py',
+       f'--workdir={tmp_path / "run"}', f'--config.data.root={root}',
+       f'--config.data.data_dir={tmp_path / "tfds"}'],
+      capture_output=True, text=True, check=False, cwd=repo)
+  assert result.returncode == 0, result.stderr[-5000:]
+  with open(tmp_path / 'run' / 'final_metrics.json') as f:
+    metrics = json.load(f)
+  assert metrics['step'] == 500
+  assert metrics['eval/mIoU'] >= 0.7, metrics

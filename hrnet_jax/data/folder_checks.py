@@ -98,7 +98,9 @@ def encode_image(path: str) -> tuple[bytes, str, tuple[int, int]]:
     note.append('EXIF orientation applied')
   mode = image.mode
   size = (image.height, image.width)
-  if mode == 'RGB' and image.format in ('JPEG', 'PNG') and not note:
+  # Pillow reads 16-bit RGB PNGs as 8-bit RGB (the high bytes): re-encode those.
+  deep_png = image.format == 'PNG' and len(data) > 24 and data[24] == 16
+  if mode == 'RGB' and image.format in ('JPEG', 'PNG') and not note and not deep_png:
     return data, '', size
   if mode in ('RGBA', 'LA', 'PA') or (mode == 'P' and 'transparency' in image.info):
     pixels = _opaque(image, path, 'the image')
@@ -111,7 +113,9 @@ def encode_image(path: str) -> tuple[bytes, str, tuple[int, int]]:
     note.append('grey copied to RGB')
   elif mode == 'RGB':
     pixels = np.asarray(image)
-    if image.format not in ('JPEG', 'PNG'):
+    if deep_png:
+      note.append('16-bit RGB reduced to 8 bits')
+    elif image.format not in ('JPEG', 'PNG'):
       note.append(f'{image.format} stored as PNG')
   elif mode in ('P', 'CMYK', 'YCbCr', '1', 'LAB', 'HSV'):
     pixels = np.asarray(image.convert('RGB'))
