@@ -194,6 +194,22 @@ def test_each_bad_input_gives_its_line_and_writes_nothing(case, tmp_path):
   assert _files_in(str(data_dir)) == []
 
 
+def test_several_problems_are_all_listed_and_the_message_stays_one_line(tmp_path):
+  root = tmp_path / 'bad'
+  folder_fakes.write_scene_folder(str(root), num_images=10, height=32, width=64)
+  _break_size(root)
+  _break_value(root)
+  os.remove(root / 'masks' / 'val' / 'street_0001.png')
+  with pytest.raises(folder_checks.FolderCheckError) as raised:
+    sources.open_split(_info(root), 'train', data_dir=str(tmp_path / 'tfds'))
+  lines = raised.value.problems
+  assert len(lines) == 3
+  assert 'street_0001.jpg' in lines[0] and 'street_0003.jpg is' in lines[1]
+  assert 'values not in' in lines[2]
+  assert str(raised.value) == lines[0] + f' (and 2 more problems with {root}, each on its own line above)'
+  assert _files_in(str(tmp_path / 'tfds')) == []
+
+
 def test_the_check_cli_prints_the_lines(tmp_path):
   root = tmp_path / 'bad'
   folder_fakes.write_scene_folder(str(root), num_images=5, height=32, width=64)

@@ -174,7 +174,7 @@ def _build_in_child(spec, data_dir: str) -> str:
   problems = [line[len(_PROBLEM_PREFIX):] for line in result.stderr.splitlines()
               if line.startswith(_PROBLEM_PREFIX)]
   if problems:
-    raise folder_checks.FolderCheckError(spec.root, problems)
+    raise folder_checks.FolderCheckError(spec.root, problems).log()
   if result.returncode != 0 or not result.stdout.strip():
     raise RuntimeError(f'building {spec.root} into {data_dir} failed:\n'
                        f'{result.stderr[-5000:]}')

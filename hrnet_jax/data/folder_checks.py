@@ -22,6 +22,7 @@ import dataclasses
 import io
 import os
 
+from absl import logging
 import cv2
 import numpy as np
 from PIL import Image, ImageOps
@@ -34,11 +35,24 @@ _LINES_PER_KIND = 5   # problem lines of one kind before "and N more"
 
 
 class FolderCheckError(DataError):
-  """The folder failed its checks; `problems` holds one line per problem."""
+  """The folder failed its checks; `problems` holds one line per problem.
+
+  Its message is one line, as the CLIs print errors: the first problem and how many
+  more there are (`log` writes every line; `python -m hrnet_jax.data.folder
+  --check_only` prints them).
+  """
 
   def __init__(self, root: str, problems: list[str]):
     self.root, self.problems = root, list(problems)
-    super().__init__('\n'.join(self.problems))
+    more = len(self.problems) - 1
+    super().__init__(self.problems[0] + (
+        f' (and {more} more problems with {root}, each on its own line above)'
+        if more > 0 else ''))
+
+  def log(self) -> FolderCheckError:
+    for line in self.problems:
+      logging.error('%s', line)
+    return self
 
 
 class Refused(Exception):

@@ -157,7 +157,11 @@ def get_builder(info, *, data_dir: str, manual_dir: str | None = None, build: bo
   """The TFDS builder of the folder, checked and built (in a child process) if need be."""
   del manual_dir
   root = info.user_folder.root
-  _, config_name = check(root)
+  try:
+    _, config_name = check(root)
+  except folder_checks.FolderCheckError as e:
+    e.log()
+    raise
   path = os.path.join(data_dir, TFDS_NAME, config_name, VERSION)
   if not os.path.exists(os.path.join(path, 'dataset_info.json')):
     if not build:
@@ -169,7 +173,7 @@ def get_builder(info, *, data_dir: str, manual_dir: str | None = None, build: bo
     problems = [line[len(_PROBLEM_PREFIX):] for line in result.stderr.splitlines()
                 if line.startswith(_PROBLEM_PREFIX)]
     if problems:
-      raise folder_checks.FolderCheckError(root, problems)
+      raise folder_checks.FolderCheckError(root, problems).log()
     if result.returncode:
       raise RuntimeError(f'building {root} into {data_dir} failed:\n{result.stderr[-5000:]}')
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
