@@ -183,6 +183,35 @@ def test_a_rerun_removes_what_an_interrupted_build_left(tmp_path):
   assert not left.exists() and other.exists()
 
 
+def test_data_state_is_saved_once_and_fits_any_process_count():
+  from hrnet_jax import train_checkpoints  # pylint: disable=g-import-not-at-top
+  state = {'version': 1, 'next_step': 6, 'seed': 0}
+  assert train_checkpoints._loader_state({'version': 2, 'loader': state}) == state
+  # Written before: one identical copy per process, e.g. by 2 processes; read by 1.
+  assert train_checkpoints._loader_state({'processes': [state, state]}) == state
+
+
+def test_a_failed_save_names_the_cause_and_the_last_good_step(tmp_path):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  meta = {'model': 'hrnet_w18_small_v1', 'head': 'seg', 'num_classes': 2, 'options': {},
+          'source': 'test'}
+  state = {'step': np.int32(0), 'params': {'w': np.arange(4096, dtype=np.float32)}}
+  with _tmpfs(tmp_path / 'disk', '1m') as disk:
+    manager = checkpointing.TrainCheckpointManager(str(disk), every_steps=1, keep=5)
+    kwargs = dict(data_state={'next_step': 1}, config=ml_collections.ConfigDict(),
+                  metadata=meta)
+    assert manager.save(1, state, **kwargs)
+    manager.wait()
+    subprocess.run(['mount', '-o', 'remount,ro', str(disk)], check=True)
+    with pytest.raises(checkpointing.CheckpointSaveError) as info:
+      manager.save(2, state, **kwargs)
+      manager.wait()
+    manager.close()
+    assert info.value.last_good_step == 1 and 'Read-only file system' in info.value.cause
+    assert 'Last good checkpoint: step 1' in str(info.value) and '\n' not in str(info.value)
+    assert sorted(os.listdir(disk / 'checkpoints')) == ['1']
+
+
 # ----------------------------------------------------------------------------
 # Mistakes that stop a command before any work (one subprocess each, no training).
 # ----------------------------------------------------------------------------
@@ -221,6 +250,9 @@ def test_workdir_that_is_a_file_or_read_only(tmp_path):
   assert_one_line(train(tmp_path / 'file', check=False), 'is a file')
   with _tmpfs(tmp_path / 'ro', '1m', read_only=True) as ro:
     assert_one_line(train(ro / 'w', check=False), 'read-only file system')
+    # A TFDS data_dir where the dataset would have to be built.
+    assert_one_line(train(tmp_path / 'w', f'--config.data.data_dir={ro}', check=False),
+                    'read-only file system')
 
 
 @contextlib.contextmanager
@@ -260,7 +292,15 @@ def test_cli_mistakes_on_a_trained_workdir_are_one_line(reference, tmp_path):
         '--which=5'), 'no step 5'),
       (('eval.py', *TINY, *EVAL, f'--checkpoint={workdir}', f'--workdir={tmp_path / "e"}',
         '--config.model.num_classes=7'), 'classes'),
+      (('eval.py', *TINY, *EVAL, f'--checkpoint={workdir}', f'--workdir={tmp_path / "e"}',
+        '--config.eval.scales=(0.1,)'), 'small'),
+      (('train.py', *TINY, f'--workdir={tmp_path / "t"}', f'--config.init_checkpoint={workdir}',
+        '--config.model.name=hrnet_w18_small_v2'), 'init_checkpoint'),
+      (('train.py', *TINY, f'--workdir={tmp_path / "t2"}', '--config.data.name=cityscapes',
+        f'--config.data.data_dir={tmp_path / "tfds"}',
+        f'--config.data.manual_dir={tmp_path / "empty"}'), 'leftImg8bit'),
   ]
+  os.makedirs(tmp_path / 'empty')
   for args, words in cases:
     assert_one_line(run(*args), words)
   assert (tmp_path / 'old.pth').read_bytes() == b'keep me'
@@ -294,7 +334,7 @@ def test_unreadable_checkpoints_fall_back_to_the_newest_readable(reference, tmp_
   assert_identical(variables, reference[1])
   # An empty newer step, a deleted array file and a deleted _METADATA: back to 6 again.
   os.makedirs(ckpts / '9')
-  os.remove(_array_files(ckpts / '8')[-1])
+  os.remove(_array_files(ckpts / '8')[0])
   result = train(workdir, '--config.num_train_steps=8')
   assert 'step 9 is unreadable' in result.stderr and 'step 8 is unreadable' in result.stderr
   variables, step = final(workdir)
@@ -406,7 +446,7 @@ def test_sigterm_to_one_of_two_processes_saves_the_same_step_on_both(tmp_path):
   processes[1].send_signal(signal.SIGTERM)           # one host is preempted
   assert [p.wait(timeout=600) for p in processes] == [0, 0]
   texts = [open(l).read() for l in logs]
-  stops = [int(t.split('at step ')[1].split(':')[0]) for t in texts]
+  stops = [int(t.split('SIGTERM at step ')[1].split(':')[0]) for t in texts]
   assert stops[0] == stops[1] < 8, stops            # the same step on both hosts
   assert str(stops[0]) in os.listdir(workdir / 'checkpoints')
   processes = _two_processes(workdir, [tmp_path / 'm0', tmp_path / 'm1'])
