@@ -14,15 +14,14 @@ per-class IoU table and writes OUT/eval_results.json, TensorBoard scalars,
 OUT/per_class_iou.png and prediction pictures in OUT/eval_pictures/.
 """
 import os
-import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 from ml_collections import config_flags
 
-from hrnet_jax import checkpointing
+from hrnet_jax import cli
+from hrnet_jax import config_validation
 from hrnet_jax import data
 from hrnet_jax import predict
 from hrnet_jax import tasks
@@ -35,12 +34,12 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 flags.DEFINE_string('checkpoint', None, 'Converted, model or training checkpoint directory.')
 flags.DEFINE_string('workdir', None, 'Where results, pictures and TensorBoard logs go.')
-flags.DEFINE_enum('which', 'latest', ['latest', 'best'], 'Checkpoint of a training workdir.')
+flags.DEFINE_string('which', 'latest',
+                    "Checkpoint of a training workdir: 'latest' (newest readable), 'best' "
+                    'or a step number.')
 flags.DEFINE_string('submission_dir', None,
                     'Write one label-id PNG per image here (Cityscapes benchmark layout).')
-flags.DEFINE_boolean('distributed', False,
-                     'Call jax.distributed.initialize() (multi-host; TPU pods detect '
-                     'themselves, elsewhere set JAX_COORDINATOR_ADDRESS etc.).')
+cli.define_flags(multihost=True)   # --debug; multi-host start-up as train.py
 flags.mark_flags_as_required(['config', 'checkpoint', 'workdir'])
 
 
@@ -84,16 +83,18 @@ def _report(config, results, *, workdir, checkpoint, step):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if FLAGS.distributed:
-    jax.distributed.initialize()
-  try:
-    run(FLAGS.config, checkpoint=FLAGS.checkpoint, workdir=FLAGS.workdir, which=FLAGS.which,
-        submission_dir=FLAGS.submission_dir)
-  except (checkpointing.CheckpointError, predict.ModelMismatchError, data.DataError,
-          evaluator.EmptyDatasetError) as e:
-    logging.error('%s', e)
-    sys.exit(f'error: {e}')
+  if FLAGS.which not in ('latest', 'best') and not FLAGS.which.isdigit():
+    raise app.UsageError(f"--which={FLAGS.which}: use 'latest', 'best' or a step number")
+  config = config_validation.validate(FLAGS.config, mode='eval')
+  cli.start_distributed()
+  config_validation.validate_topology(config, device_count=jax.device_count(),
+                                      process_count=jax.process_count(), mode='eval')
+  cli.writable_dir(FLAGS.workdir, '--workdir')
+  if FLAGS.submission_dir:
+    cli.writable_dir(FLAGS.submission_dir, '--submission_dir')
+  run(config, checkpoint=FLAGS.checkpoint, workdir=FLAGS.workdir, which=FLAGS.which,
+      submission_dir=FLAGS.submission_dir)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from hrnet_jax import checkpointing
+from hrnet_jax import cli
 from hrnet_jax import predict
 from hrnet_jax.evaluation import inference
 
@@ -70,16 +71,24 @@ FLAGS = flags.FLAGS
 def _define_flags():
   flags.DEFINE_string('checkpoint', None, 'Converted, model or training checkpoint directory.')
   flags.DEFINE_string('out', None, 'File to write the serialized function to.')
-  flags.DEFINE_enum('which', 'latest', ['latest', 'best'], 'Checkpoint of a training workdir.')
+  flags.DEFINE_string('which', 'latest',
+                      "Checkpoint of a training workdir: 'latest', 'best' or a step number.")
   flags.DEFINE_integer('height', 1024, 'Input height the function accepts.')
   flags.DEFINE_integer('width', 2048, 'Input width the function accepts.')
   flags.DEFINE_boolean('flip', False, 'Flip-average the labels (official flip test).')
+  cli.define_flags()
   flags.mark_flags_as_required(['checkpoint', 'out'])
 
 
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if min(FLAGS.height, FLAGS.width) < 32:
+    raise app.UsageError(f'--height/--width {FLAGS.height}x{FLAGS.width}: HRNet needs at '
+                         'least 32x32.')
+  if os.path.isdir(FLAGS.out):
+    raise IsADirectoryError(21, 'is a directory; --out names the file to write', FLAGS.out)
+  cli.writable_dir(os.path.dirname(os.path.abspath(FLAGS.out)), '--out\'s directory')
   try:
     model, variables, meta = predict.load_checkpoint_model(FLAGS.checkpoint, which=FLAGS.which)
   except (checkpointing.CheckpointError, predict.ModelMismatchError) as e:
@@ -91,7 +100,6 @@ def main(argv: Sequence[str]) -> None:
   flip_pairs = inference.dataset_flip_pairs(dataset) if dataset else ()
   exported = export_model(model, variables, height=FLAGS.height, width=FLAGS.width,
                           flip=FLAGS.flip, flip_pairs=flip_pairs)
-  os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
   with open(FLAGS.out, 'wb') as f:
     f.write(exported.serialize())
   with open(FLAGS.out + '.json', 'w') as f:
@@ -104,4 +112,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main)

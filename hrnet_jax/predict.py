@@ -26,6 +26,7 @@ from PIL import Image
 
 import hrnet_jax
 from hrnet_jax import checkpointing
+from hrnet_jax import cli
 from hrnet_jax.data import palettes
 from hrnet_jax.evaluation import inference
 
@@ -142,12 +143,25 @@ FLAGS = flags.FLAGS
 def _define_flags():
   flags.DEFINE_string('checkpoint', None, 'Converted, model or training checkpoint directory.')
   flags.DEFINE_string('out', None, 'Directory for the PNGs.')
-  flags.DEFINE_enum('which', 'latest', ['latest', 'best'], 'Checkpoint of a training workdir.')
+  flags.DEFINE_string('which', 'latest',
+                      "Checkpoint of a training workdir: 'latest', 'best' or a step number.")
   flags.DEFINE_list('scales', ['1.0'], 'Test scales (relative to each image size).')
   flags.DEFINE_boolean('flip', False, 'Average with the mirrored image (official flip test).')
   flags.DEFINE_string('dataset', None, 'Dataset name for colours (default: from the checkpoint).')
   flags.DEFINE_float('alpha', 0.5, 'Opacity of the colours in the overlay.')
+  cli.define_flags()
   flags.mark_flags_as_required(['checkpoint', 'out'])
+
+
+def _scales(values: Sequence[str]) -> list[float]:
+  try:
+    scales = [float(s) for s in values]
+  except ValueError:
+    raise app.UsageError(f'--scales={",".join(values)}: give numbers, e.g. 0.75,1.0,1.25') \
+        from None
+  if not scales or min(scales) <= 0:
+    raise app.UsageError(f'--scales={",".join(values)}: every scale must be > 0')
+  return scales
 
 
 def main(argv: Sequence[str]) -> None:
@@ -155,6 +169,8 @@ def main(argv: Sequence[str]) -> None:
   if not images:
     raise app.UsageError('give at least one image: python -m hrnet_jax.predict '
                          '--checkpoint=DIR IMAGE... --out=DIR')
+  scales = _scales(FLAGS.scales)
+  cli.writable_dir(FLAGS.out, '--out')
   try:
     model, variables, meta = load_checkpoint_model(FLAGS.checkpoint, which=FLAGS.which)
   except (checkpointing.CheckpointError, ModelMismatchError) as e:
@@ -165,7 +181,7 @@ def main(argv: Sequence[str]) -> None:
   dataset = FLAGS.dataset or dataset_of(meta)
   palette = palettes.get_palette(dataset, int(meta['num_classes']))
   flip_pairs = inference.dataset_flip_pairs(dataset) if dataset else ()
-  predictor = Predictor(model, variables, scales=[float(s) for s in FLAGS.scales],
+  predictor = Predictor(model, variables, scales=scales,
                         flip=FLAGS.flip, flip_pairs=flip_pairs)
   for path in images:
     try:
@@ -180,4 +196,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main)
