@@ -47,7 +47,7 @@ def run(config, *, checkpoint: str, workdir: str, which: str = 'latest',
         submission_dir: str | None = None) -> dict:
   model, variables, meta = predict.load_checkpoint_model(checkpoint, which=which,
                                                          config=config)
-  info = data.get_dataset_info(config.data.name)
+  info = data.dataset_info(config.data)
   mesh = sharding.make_mesh(config.mesh)
   variables = jax.device_put(variables, sharding.replicated(mesh))
   loader = data.make_eval_loader(config, process_index=jax.process_index(),

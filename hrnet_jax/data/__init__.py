@@ -2,6 +2,7 @@
 
     from hrnet_jax import data
     info = data.get_dataset_info('cityscapes')        # classes, palette, label mapping
+    info = data.dataset_info(config.data)            # also data.name=folder (data.root)
     train = data.make_train_loader(config, process_index=jax.process_index(),
                                    process_count=jax.process_count())
     batch = next(train)            # {'image': uint8 (b, H, W, 3), 'label': int32 (b, H, W)}
@@ -14,7 +15,7 @@ Heavy modules (grain, TFDS, TensorFlow, JAX) load on first use of what needs the
 import importlib
 
 from hrnet_jax.data.errors import DataError
-from hrnet_jax.data.registry import DatasetInfo, dataset_names, get_dataset_info
+from hrnet_jax.data.registry import DatasetInfo, dataset_info, dataset_names, get_dataset_info
 
 _LAZY = {
     'normalize': 'hrnet_jax.data.normalization',
@@ -28,7 +29,8 @@ _LAZY = {
     'build_datasets': 'hrnet_jax.data.sources',
 }
 
-__all__ = ['DataError', 'DatasetInfo', 'dataset_names', 'get_dataset_info', *_LAZY]
+__all__ = ['DataError', 'DatasetInfo', 'dataset_info', 'dataset_names', 'get_dataset_info',
+           *_LAZY]
 
 
 def __getattr__(name):
