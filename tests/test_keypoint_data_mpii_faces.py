@@ -111,3 +111,25 @@ def test_mpii_image_missing_from_the_tarball(tmp_path):
   text = str(err.value)
   assert '\n' not in text
   assert 'valid.json image valid_0001.jpg: not in' in text and 'mpii_human_pose_v1.tar.gz' in text
+
+
+def test_cofw_v73_hdf5_file(tmp_path):
+  """MATLAB v7.3 files are HDF5 with every array transposed and images as references."""
+  import h5py
+  rng = np.random.default_rng(0)
+  images = [rng.integers(0, 256, (30, 40, 3), dtype=np.uint8),
+            rng.integers(0, 256, (25, 35), dtype=np.uint8)]
+  phis = rng.uniform(0, 30, (2, 87))
+  path = tmp_path / 'COFW_test_color.mat'
+  with h5py.File(path, 'w') as f:
+    refs = []
+    for i, image in enumerate(images):
+      refs.append(f.create_dataset(f'#refs#/{i}', data=image.T).ref)
+    f.create_dataset('IsT', data=np.array(refs, dtype=h5py.ref_dtype).reshape(1, -1))
+    f.create_dataset('phisT', data=phis.T)
+  got_images, got_phis = fl.load_cofw(str(path), 'IsT', 'phisT')
+  for got, ref in zip(got_images, images):
+    np.testing.assert_array_equal(got, ref)
+  np.testing.assert_array_equal(got_phis, phis)
+  with pytest.raises(DataError, match="cannot read IsTr/phisTr"):
+    fl.load_cofw(str(path), 'IsTr', 'phisTr')

@@ -116,20 +116,23 @@ def load_cofw(path: str, images_key: str, points_key: str):
   through h5py (transposed back to MATLAB's layout)."""
   if not os.path.exists(path):
     raise DataError(f'{path}: COFW file not found; put it in the manual dir')
+  import h5py  # pylint: disable=g-import-not-at-top
+  if h5py.is_hdf5(path):   # MATLAB v7.3: HDF5, arrays stored transposed
+    try:
+      with h5py.File(path, 'r') as f:
+        refs = np.asarray(f[images_key]).reshape(-1)
+        images = [np.asarray(f[r]).T for r in refs]
+        return images, np.asarray(f[points_key], np.float64).T
+    except (OSError, KeyError, ValueError) as e:
+      raise DataError(f'{path}: cannot read {images_key}/{points_key} ({e!r})') from e
   import scipy.io  # pylint: disable=g-import-not-at-top
   try:
     mat = scipy.io.loadmat(path)
     images = [np.asarray(cell) for cell in mat[images_key].reshape(-1)]
     return images, np.asarray(mat[points_key], np.float64)
-  except NotImplementedError:   # v7.3
-    pass
-  except (OSError, ValueError, KeyError) as e:
-    raise DataError(f'{path}: cannot read {images_key}/{points_key} ({e!r})') from e
-  import h5py  # pylint: disable=g-import-not-at-top
-  with h5py.File(path, 'r') as f:
-    refs = np.asarray(f[images_key]).reshape(-1)
-    images = [np.asarray(f[r]).T for r in refs]
-    return images, np.asarray(f[points_key], np.float64).T
+  except (OSError, ValueError, KeyError, NotImplementedError) as e:
+    raise DataError(f'{path}: cannot read {images_key}/{points_key} ({e!r}); re-download '
+                    'the COFW .mat files') from e
 
 
 def cofw_center_scale(points: np.ndarray) -> tuple[list[float], float]:
