@@ -293,7 +293,7 @@ def test_cli_mistakes_on_a_trained_workdir_are_one_line(reference, tmp_path):
       (('eval.py', *TINY, *EVAL, f'--checkpoint={workdir}', f'--workdir={tmp_path / "e"}',
         '--config.model.num_classes=7'), 'classes'),
       (('eval.py', *TINY, *EVAL, f'--checkpoint={workdir}', f'--workdir={tmp_path / "e"}',
-        '--config.eval.scales=(0.1,)'), 'small'),
+        '--config.eval.scales=(0.1,)'), '32x32'),
       (('train.py', *TINY, f'--workdir={tmp_path / "t"}', f'--config.init_checkpoint={workdir}',
         '--config.model.name=hrnet_w18_small_v2'), 'init_checkpoint'),
       (('train.py', *TINY, f'--workdir={tmp_path / "t2"}', '--config.data.name=cityscapes',
