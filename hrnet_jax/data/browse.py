@@ -177,6 +177,8 @@ if __name__ == '__main__':
   flags.DEFINE_string('out', None, 'Directory for the pictures.')
   flags.DEFINE_integer('num_samples', 16, 'Training samples in the grid.')
   flags.DEFINE_integer('columns', 4, 'Samples per row of the grid.')
+  from hrnet_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.define_flags()   # --debug; errors (OS ones too) as one line, as every CLI
   flags.mark_flags_as_required(['config', 'out'])
   logging.set_verbosity(logging.WARNING)
-  app.run(main)
+  cli.run(main)
