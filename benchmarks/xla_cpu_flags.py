@@ -242,7 +242,8 @@ def main(argv=None):
                                  base_times[before + 1][w]['compile_s']) / res[w]['compile_s']
                        for w in workloads}
       cand_times[name].append((ratios, compile_ratio))
-      print(f'  {name}: ' + ', '.join(f'{w} x{ratios[w]:.2f}' for w in workloads), flush=True)
+      print(f'  {name}: ' + ', '.join(f'{w} x{ratios[w]:.2f}' for w in workloads) +
+            f'; max rel. error {max(worst.values()):.1e}', flush=True)
 
   print('\nbaseline / candidate time, median over rounds (> 1: faster); max relative error '
         'vs the baseline; shared machine: ratios of interleaved processes')
