@@ -388,3 +388,45 @@ def test_the_documented_folder_run_reaches_miou_0_7(tmp_path):
     metrics = json.load(f)
   assert metrics['step'] == 500
   assert metrics['eval/mIoU'] >= 0.7, metrics
+
+
+# --- fine-tuning on a folder with another class count -----------------------------------
+
+def test_a_checkpoint_of_another_class_count_loads_all_but_the_classifier(tmp_path):
+  """configs/finetune_folder.py's premise: 19-class weights into a 5-class model."""
+  import flax  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+  from hrnet_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from hrnet_jax.models import create_model  # pylint: disable=g-import-not-at-top
+  from hrnet_jax.training import sharding  # pylint: disable=g-import-not-at-top
+  from hrnet_jax.training import step as ts  # pylint: disable=g-import-not-at-top
+
+  def state_of(num_classes, seed):
+    model = create_model('hrnet_w18_small_v1', head='seg', num_classes=num_classes)
+    return ts.create_state(model, optax.sgd(0.1), seed=seed, mesh=sharding.make_mesh())[0]
+
+  official = state_of(19, seed=1)
+  checkpointing.save_model(
+      str(tmp_path / 'w18_city'),
+      {'params': jax.device_get(official.params),
+       'batch_stats': jax.device_get(official.batch_stats)},
+      dict(model='hrnet_w18_small_v1', head='seg', num_classes=19, options={},
+           source='a converted official-format checkpoint'))
+  variables, _ = checkpointing.load_model(str(tmp_path / 'w18_city'))
+  fresh = state_of(5, seed=0)
+  merged, report = ts.merge_pretrained(fresh, variables, source='w18_city')
+  assert report['mismatched'] == [
+      'params/head/classifier/bias (19,) vs (5,)',
+      'params/head/classifier/kernel (1, 1, 240, 19) vs (1, 1, 240, 5)']
+  assert report['fresh'] == [] and report['ignored'] == []
+
+  def flat(tree):
+    return {'/'.join(map(str, k)): v for k, v in
+            flax.traverse_util.flatten_dict(jax.device_get(tree)).items()}
+
+  got, ckpt, init = flat(merged.params), flat(official.params), flat(fresh.params)
+  for name, value in got.items():
+    expected = init[name] if name.startswith('head/classifier/') else ckpt[name]
+    np.testing.assert_array_equal(value, expected, err_msg=name)
+  assert len(report['loaded']) == len(got) - 2 + len(flat(merged.batch_stats))
