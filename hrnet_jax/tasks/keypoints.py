@@ -201,12 +201,14 @@ class KeypointsTask(base.Task):
 
   def summary(self, result, config) -> str:
     del config
-    if 'AP' in result:
-      return ('AP {AP:.3f}  AP50 {Ap .5:.3f}  AP75 {AP .75:.3f}  APM {AP (M):.3f}  '
-              'APL {AP (L):.3f}  AR {AR:.3f}'.format(**result))
-    return ('PCKh Head {Head:.1f} Sho {Shoulder:.1f} Elb {Elbow:.1f} Wri {Wrist:.1f} '
-            'Hip {Hip:.1f} Knee {Knee:.1f} Ank {Ankle:.1f} Mean {Mean:.1f} '
-            'Mean@0.1 {Mean@0.1:.1f}'.format(**result))
+    if 'AP' in result:   # the official names: 'Ap .5', 'AP (M)', ...
+      names = (('AP', 'AP'), ('AP50', 'Ap .5'), ('AP75', 'AP .75'), ('APM', 'AP (M)'),
+               ('APL', 'AP (L)'), ('AR', 'AR'))
+      return '  '.join(f'{short} {result[key]:.3f}' for short, key in names)
+    names = (('Head', 'Head'), ('Sho', 'Shoulder'), ('Elb', 'Elbow'), ('Wri', 'Wrist'),
+             ('Hip', 'Hip'), ('Knee', 'Knee'), ('Ank', 'Ankle'), ('Mean', 'Mean'),
+             ('Mean@0.1', 'Mean@0.1'))
+    return 'PCKh ' + ' '.join(f'{short} {result[key]:.1f}' for short, key in names)
 
   def picture(self, result, config):
     from hrnet_jax.tasks import keypoint_eval  # pylint: disable=g-import-not-at-top

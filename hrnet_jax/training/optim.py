@@ -41,11 +41,16 @@ def make_schedule(opt_config: Any, num_train_steps: int) -> optax.Schedule:
 
 def make_optimizer(opt_config: Any, num_train_steps: int
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-  """(SGD with coupled weight decay, its schedule) from `config.optimizer`."""
-  if opt_config.name != 'sgd':
-    raise ValueError(f"config.optimizer.name={opt_config.name!r}: only 'sgd' (the "
-                     'official optimizer of every HRNet recipe) is implemented.')
+  """(SGD with coupled weight decay, or Adam, and its schedule) from `config.optimizer`."""
+  if opt_config.name not in ('sgd', 'adam'):
+    raise ValueError(f"config.optimizer.name={opt_config.name!r}: 'sgd' (segmentation, "
+                     "classification) or 'adam' (pose and landmarks) are implemented.")
   schedule = make_schedule(opt_config, num_train_steps)
+  if opt_config.name == 'adam':
+    # torch.optim.Adam of the pose and landmark recipes, which set no weight decay.
+    return optax.adam(schedule, b1=float(opt_config.get('b1', 0.9)),
+                      b2=float(opt_config.get('b2', 0.999)),
+                      eps=float(opt_config.get('eps', 1e-8))), schedule
   parts = []
   if opt_config.weight_decay:
     parts.append(optax.add_decayed_weights(float(opt_config.weight_decay)))
