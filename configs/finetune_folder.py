@@ -13,7 +13,7 @@ Run:
       --config.init_checkpoint=/ckpt/w48_cityscapes \
       --config.data.root=/data/my_folder --config.model.num_classes=5
 
-Images of several sizes need --config.data.eval_pad_size=H,W (at least the largest).
+Images of several sizes need --config.data.eval_pad_size='(H,W)' (at least the largest).
 """
 from ml_collections import config_dict
 
@@ -38,6 +38,7 @@ def get_config():
   config.loss.ohem = True
   config.loss.ohem_thresh = 0.9
   config.loss.ohem_min_kept = 131072
+  config.loss.chunk_images = 0            # pool the whole batch (default: 3 per GPU)
   config.global_batch_size = 8
   config.num_train_steps = 10_000
   config.optimizer.learning_rate = 0.001

@@ -12,7 +12,7 @@ Run:
       --config.data.root=/tmp/streets
 
 Your own folder: --config.data.root=DIR --config.model.num_classes=<lines of the class
-file>, and --config.data.eval_pad_size=H,W (at least the largest image) when the images
+file>, and --config.data.eval_pad_size='(H,W)' (at least the largest image) when the images
 differ in size.
 """
 from ml_collections import config_dict
