@@ -45,6 +45,10 @@ def get_config():
   config.data.name = 'cityscapes'         # key of hrnet_jax.data's dataset registry
   config.data.data_dir = config_dict.placeholder(str)    # TFDS data_dir
   config.data.manual_dir = config_dict.placeholder(str)  # where the downloaded zips are
+  # data.name='folder' / 'image_folder': your own files (docs/custom_data.md).
+  config.data.root = config_dict.placeholder(str)        # the folder
+  config.data.classes = config_dict.placeholder(str)     # None = <root>/classes.txt
+  config.data.val_percent = 20           # share of train used as val if there is no val
   config.data.train_split = 'train'
   config.data.eval_split = 'validation'
   config.data.crop_size = (512, 1024)     # (H, W)

@@ -28,9 +28,6 @@ def get_config():
   config.init_checkpoint = config_dict.placeholder(str)   # converted official checkpoint
   config.task = 'segmentation'
   config.data.name = 'folder'
-  config.data.root = config_dict.placeholder(str)
-  config.data.classes = config_dict.placeholder(str)
-  config.data.val_percent = 20
   config.data.crop_size = (512, 512)
   config.data.base_size = 1024
   config.data.num_workers = 4

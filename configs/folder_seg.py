@@ -15,8 +15,6 @@ Your own folder: --config.data.root=DIR --config.model.num_classes=<lines of the
 file>, and --config.data.eval_pad_size='(H,W)' (at least the largest image) when the images
 differ in size.
 """
-from ml_collections import config_dict
-
 from configs import quickstart
 
 
@@ -24,9 +22,6 @@ def get_config():
   config = quickstart.get_config()
   config.task = 'segmentation'
   config.data.name = 'folder'
-  config.data.root = config_dict.placeholder(str)      # the folder (required)
-  config.data.classes = config_dict.placeholder(str)   # class file; None = DIR/classes.txt
-  config.data.val_percent = 20     # share of train used as validation if there is no val
   config.model.num_classes = 19
   config.data.base_size = 512      # long side at scale 1: the example's 256x512 images
   config.num_train_steps = 500
