@@ -82,8 +82,11 @@ def folder_info(spec):
       builder_module='hrnet_jax.data.image_folder', user_folder=spec)
 
 
-def check(root: str) -> tuple[dict[str, list[tuple[str, str]]], str]:
-  """Files per split and the build's config name; raises FolderCheckError on problems."""
+def check(root: str, *, decode: bool = True) -> tuple[dict[str, list[tuple[str, str]]], str]:
+  """Files per split and the build's config name; raises FolderCheckError on problems.
+
+  `decode=False` lists and stats only (finding an existing build); a build decodes all.
+  """
   splits = _splits(root)
   problems, files, h = [], {}, hashlib.sha1(f'v1 {VERSION}'.encode())
   for split, folder in sorted(splits.items()):
@@ -104,7 +107,7 @@ def check(root: str) -> tuple[dict[str, list[tuple[str, str]]], str]:
     if split not in splits:
       problems.append(f'{root} has no {SPLIT_ALIASES[split][0]}/ folder of class folders')
   unreadable = []
-  for split_files in files.values():
+  for split_files in (files.values() if decode else ()):
     for _, rel in split_files:
       try:
         folder_checks.open_image(os.path.join(root, rel), 'image')
@@ -158,7 +161,7 @@ def get_builder(info, *, data_dir: str, manual_dir: str | None = None, build: bo
   del manual_dir
   root = info.user_folder.root
   try:
-    _, config_name = check(root)
+    _, config_name = check(root, decode=False)   # the child decodes all before a build
   except folder_checks.FolderCheckError as e:
     e.log()
     raise
