@@ -2,7 +2,7 @@
 
 A run in a workdir that already holds checkpoints resumes from the latest one (state,
 optimizer, RNG and data iterator), so restarting the same command after a crash or a
-preemption continues where it stopped. SIGTERM writes a checkpoint at the current
+preemption continues where it stopped. SIGTERM or Ctrl-C writes a checkpoint at the current
 step and returns normally (train.py then exits 0). A non-finite loss stops the run
 with an error naming the step; the step that produced it is not applied and no
 checkpoint is written after it.
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import threading
 from typing import Any, Callable
 
 from absl import logging
@@ -41,33 +39,6 @@ from hrnet_jax.models import model_options_dict
 
 class NonFiniteLossError(FloatingPointError):
   """The loss or the gradients became NaN/inf."""
-
-
-class _Preemption:
-  """Turns SIGTERM into a flag the loop polls; all processes agree on the stop step."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-    if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def reached(self, step: int) -> bool:
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      try:
-        return multihost_utils.reached_preemption_sync_point(step) or self.requested
-      except (RuntimeError, ValueError):
-        pass
-    return self.requested
-
-  def restore(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
 
 
 def build_model(config, *, dtype=None):
@@ -122,12 +93,6 @@ def _evaluate(task, model, state, config, mesh, writer, workdir, step) -> dict[s
   return result
 
 
-def _write_config(workdir: str, config) -> None:
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-
-
 def train_and_evaluate(config, workdir: str, *,
                        step_callback: Callable[[int], None] | None = None,
                        task: tasks_lib.Task | str | None = None):
@@ -143,7 +108,8 @@ def train_and_evaluate(config, workdir: str, *,
   task = tasks_lib.task_for_config(config) if task is None else tasks_lib.get_task(task)
   task.check_config(config)
   _check_config(config)
-  _write_config(workdir, config)
+  # Refuses a restart with another model/head/classes/dataset before writing anything.
+  checkpointing.check_workdir_config(config, workdir)
   mesh = sharding.make_mesh(config.mesh)
   model = build_model(config)
   tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
@@ -153,13 +119,13 @@ def train_and_evaluate(config, workdir: str, *,
   ckpt = checkpointing.TrainCheckpointManager(
       workdir, every_steps=config.checkpoint.every_steps, keep=config.checkpoint.keep,
       keep_best=config.checkpoint.keep_best,
-      async_save=config.checkpoint.get('async_save', True))
+      async_save=config.checkpoint.get('async_save', True), watch_signals=True)
   loader = data_lib.make_train_loader(config, process_index=jax.process_index(),
                                       process_count=jax.process_count(), task=task)
   if ckpt.latest_step() is not None:
     abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                             state, shardings)
-    state, data_state, restored_step = ckpt.restore(abstract)
+    state, data_state, restored_step = ckpt.restore_latest_readable(abstract)
     loader.set_state(data_state)
     logging.info('Resumed from %s/checkpoints step %d.', workdir, restored_step)
   elif config.init_checkpoint:
@@ -176,7 +142,6 @@ def train_and_evaluate(config, workdir: str, *,
   step = int(jax.device_get(state.step))
   total = int(config.num_train_steps)
   hooks = reporting.progress_hooks(config, workdir, writer)
-  preemption = _Preemption()
 
   def save(force=False):
     return ckpt.save(step, state, data_state=loader.get_state(), config=config,
@@ -214,24 +179,25 @@ def train_and_evaluate(config, workdir: str, *,
             'train/loss': float(np.mean(jax.device_get(window_losses))),
             'train/lr': float(metrics['lr']), 'train/grad_norm': float(metrics['grad_norm'])})
         window_losses = []
-      checkpoint_due = config.checkpoint.every_steps > 0 and (
-          step % config.checkpoint.every_steps == 0)
+      # Orbax's interval, or the step all processes agreed on after SIGTERM/SIGINT;
+      # raises CheckpointSaveError when an earlier (asynchronous) save failed.
+      checkpoint_due = ckpt.should_save(step)
       eval_due = config.eval.every_steps > 0 and step % config.eval.every_steps == 0
       if checkpoint_due or eval_due or step == total:
         check_finite(*pending)
       if checkpoint_due:
-        save()
+        save(force=True)
       if eval_due and step < total:
         with hooks[0].timed('eval', wait_jax_async_dispatch=False):
           result = _evaluate(task, model, state, config, mesh, writer, workdir, step)
         ckpt.save_best(step, state, result['score'], data_state=loader.get_state(),
                        config=config, metadata=metadata)
-      if preemption.reached(step) and step < total:
+      if ckpt.reached_preemption(step) and step < total:
         check_finite(*pending)
         save(force=True)
         ckpt.wait()
-        logging.info('SIGTERM at step %d: checkpoint written to %s/checkpoints; run the '
-                     'same command to resume.', step, workdir)
+        logging.warning('%s at step %d: checkpoint written to %s/checkpoints; run the '
+                        'same command to resume.', ckpt.preemption_signal, step, workdir)
         return state
     if pending is not None:
       check_finite(*pending)
@@ -247,7 +213,6 @@ def train_and_evaluate(config, workdir: str, *,
     ckpt.wait()
     return state
   finally:
-    preemption.restore()
     writer.flush()
     ckpt.close()
     if hasattr(loader, 'close'):
