@@ -392,7 +392,7 @@ def test_the_documented_folder_run_reaches_miou_0_7(tmp_path):
 
 # --- fine-tuning on a folder with another class count -----------------------------------
 
-def test_a_checkpoint_of_another_class_count_loads_all_but_the_classifier(tmp_path):
+def test_a_checkpoint_of_another_class_count_loads_all_but_the_classifier(tmp_path, caplog):
   """configs/finetune_folder.py's premise: 19-class weights into a 5-class model."""
   import flax  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
@@ -420,6 +420,12 @@ def test_a_checkpoint_of_another_class_count_loads_all_but_the_classifier(tmp_pa
       'params/head/classifier/bias (19,) vs (5,)',
       'params/head/classifier/kernel (1, 1, 240, 19) vs (1, 1, 240, 5)']
   assert report['fresh'] == [] and report['ignored'] == []
+  with caplog.at_level('INFO'):
+    ts.log_init_report(report, 'w18_city')
+  assert ('re-initialised, shape differs from the checkpoint (checkpoint vs model): '
+          'params/head/classifier/bias (19,) vs (5,), params/head/classifier/kernel '
+          '(1, 1, 240, 19) vs (1, 1, 240, 5)') in caplog.text
+  assert '2 re-initialised (shape differs from the checkpoint)' in caplog.text
 
   def flat(tree):
     return {'/'.join(map(str, k)): v for k, v in

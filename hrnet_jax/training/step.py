@@ -115,16 +115,24 @@ def merge_pretrained(state: TrainState, variables: dict[str, Any], *, source: st
   return state.replace(params=new['params'], batch_stats=new['batch_stats']), report
 
 
+_INIT_REPORT_LINES = {
+    'fresh': 'not in the checkpoint, freshly initialised',
+    # Fine-tuning on another class count: the classifier lands here and keeps its init.
+    'mismatched': 're-initialised, shape differs from the checkpoint (checkpoint vs model)',
+    'ignored': 'in the checkpoint, not in the model',
+}
+
+
 def log_init_report(report: dict[str, list[str]], source: str) -> None:
   logging.info('Initialised from %s: %d variables loaded, %d freshly initialised, '
-               '%d checkpoint variables ignored, %d shape mismatches.', source,
-               len(report['loaded']), len(report['fresh']), len(report['ignored']),
-               len(report['mismatched']))
-  for key in ('fresh', 'mismatched', 'ignored'):
+               '%d re-initialised (shape differs from the checkpoint), %d checkpoint '
+               'variables ignored.', source, len(report['loaded']), len(report['fresh']),
+               len(report['mismatched']), len(report['ignored']))
+  for key, what in _INIT_REPORT_LINES.items():
     if report[key]:
       shown = report[key][:40]
       more = f' ... and {len(report[key]) - len(shown)} more' if len(report[key]) > 40 else ''
-      logging.info('  %s: %s%s', key, ', '.join(shown), more)
+      logging.info('  %s: %s%s', what, ', '.join(shown), more)
 
 
 # ----------------------------------------------------------------------------
