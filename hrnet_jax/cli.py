@@ -44,9 +44,18 @@ _HINTS = {
 }
 
 
-def define_flags(*, multihost: bool = False) -> None:
-  """--debug for every command; the multi-host flags for train.py and eval.py."""
+def define_flags(*, multihost: bool = False, compiles: bool | None = None) -> None:
+  """--debug for every command; the multi-host flags for train.py and eval.py.
+
+  Commands that compile XLA programs (`compiles`, implied by `multihost`) also get
+  --compilation_cache: `guard` points JAX's persistent cache there before `main` runs.
+  """
   flags.DEFINE_boolean('debug', False, f'Show full tracebacks (or set {DEBUG_ENV}=1).')
+  if multihost if compiles is None else compiles:
+    flags.DEFINE_string(
+        'compilation_cache', None,
+        'Directory of the persistent XLA compilation cache (default: $HRNET_JAX_'
+        'COMPILATION_CACHE, else ~/.cache/hrnet-jax/xla); "none" turns it off.')
   if multihost:
     flags.DEFINE_string('coordinator_address', None,
                         'host:port of process 0, for multi-process runs.')
@@ -173,6 +182,9 @@ def guard(main: Callable[[Sequence[str]], int | None]) -> Callable[[Sequence[str
     debug = debug_enabled()
     quiet_closed_event_loops()
     try:
+      if 'compilation_cache' in FLAGS:
+        from hrnet_jax import compilation_cache  # pylint: disable=g-import-not-at-top
+        compilation_cache.enable(FLAGS.compilation_cache)
       code = main(argv)
     except SystemExit as e:
       if debug or e.code is None or isinstance(e.code, int):

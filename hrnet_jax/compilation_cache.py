@@ -66,7 +66,8 @@ def enable(setting: str | None = None) -> str | None:
     return None
   jax.config.update('jax_enable_compilation_cache', True)
   jax.config.update('jax_compilation_cache_dir', path)
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', _MIN_COMPILE_SECONDS)
+  if 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in os.environ:   # JAX's own setting wins
+    jax.config.update('jax_persistent_cache_min_compile_time_secs', _MIN_COMPILE_SECONDS)
   jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
   logging.info('XLA compilation cache: %s', path)
   return path

@@ -76,7 +76,7 @@ def _define_flags():
   flags.DEFINE_integer('height', 1024, 'Input height the function accepts.')
   flags.DEFINE_integer('width', 2048, 'Input width the function accepts.')
   flags.DEFINE_boolean('flip', False, 'Flip-average the labels (official flip test).')
-  cli.define_flags()
+  cli.define_flags(compiles=True)
   flags.mark_flags_as_required(['checkpoint', 'out'])
 
 

@@ -1,4 +1,5 @@
-"""Segment any images with a checkpoint: colourised predictions and overlays as PNG.
+"""Segment any images with a checkpoint: colourised predictions and overlays as PNG
+(pose and landmark checkpoints: skeletons / landmarks, see docs/keypoints.md).
 
   python -m hrnet_jax.predict --checkpoint=DIR photo1.jpg photo2.png --out=OUT
 
@@ -149,7 +150,11 @@ def _define_flags():
   flags.DEFINE_boolean('flip', False, 'Average with the mirrored image (official flip test).')
   flags.DEFINE_string('dataset', None, 'Dataset name for colours (default: from the checkpoint).')
   flags.DEFINE_float('alpha', 0.5, 'Opacity of the colours in the overlay.')
-  cli.define_flags()
+  flags.DEFINE_string('boxes', None, 'Pose / landmark checkpoints: json {image file name: '
+                      '[[x, y, w, h], ...]}; images without boxes are one box.')
+  flags.DEFINE_list('input_size', None, 'Pose / landmark crop size W,H (default 192,256 '
+                    'for pose, 256,256 for landmarks).')
+  cli.define_flags(compiles=True)
   flags.mark_flags_as_required(['checkpoint', 'out'])
 
 
@@ -175,6 +180,18 @@ def main(argv: Sequence[str]) -> None:
     model, variables, meta = load_checkpoint_model(FLAGS.checkpoint, which=FLAGS.which)
   except (checkpointing.CheckpointError, ModelMismatchError) as e:
     sys.exit(f'error: {e}')
+  if meta['head'] in ('pose', 'landmark'):   # skeletons / landmarks (docs/keypoints.md)
+    from hrnet_jax.tasks import keypoint_predict  # pylint: disable=g-import-not-at-top
+    size = tuple(int(v) for v in FLAGS.input_size) if FLAGS.input_size else None
+    try:
+      written = keypoint_predict.predict_files(model, variables, meta['head'], images,
+                                               FLAGS.out, boxes_file=FLAGS.boxes,
+                                               image_size=size)
+    except (FileNotFoundError, ValueError) as e:
+      sys.exit(f'error: {e}')
+    for path, picture in zip(images, written):
+      print(f'{path} -> {picture}')
+    return
   if meta['head'] not in ('seg', 'ocr'):
     sys.exit(f"error: {FLAGS.checkpoint} is a {meta['head']!r} model; predict segments "
              "images and needs a 'seg' or 'ocr' checkpoint.")
