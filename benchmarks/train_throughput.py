@@ -243,8 +243,8 @@ def markdown_row(r: dict) -> str:
   return (f"| {r['config']} | {r['head']} | {r['device']} x{r['devices']} | {r['dtype']} | "
           f"{'yes' if r['remat'] else 'no'} | {r['batch']} | {r['crop'][0]}x{r['crop'][1]} | "
           f"{r['step_s'] * 1e3:.1f} | {r['images_per_s']:.2f} | {r['compile_s']:.1f} | "
-          f"{r['peak_mem_gib']:.2f} ({r['mem_source']}) | {r['tflops']:.3f} | "
-          f"{100 * r['mfu']:.1f}% of {r['peak_tflops']:.2f} ({r['peak_source']}) |")
+          f"{r['peak_mem_gib']:.2f} ({r['mem_source']}) | {r['tflops']:.3g} | "
+          f"{100 * r['mfu']:.1f}% of {r['peak_tflops']:.3g} ({r['peak_source']}) |")
 
 
 def main(argv):
