@@ -103,13 +103,16 @@ def _input_transform(x, m: int):
 
 
 def _filter_transform(w, m: int):
-  """(3, 3, C, K) -> (alpha^2, C, K): G g G^T."""
-  g = jnp.asarray(_MATRICES[m][1], jnp.float32)
-  u = jnp.einsum('ai,bj,ijck->abck', g, g, w.astype(jnp.float32),
-                 precision=jax.lax.Precision.HIGHEST)
-  alpha = m + 2
-  return u.reshape(alpha * alpha, w.shape[2], w.shape[3]).astype(w.dtype)
-
+  """(3, 3, C, K) -> (alpha^2, C, K): G g G^T, as signed sums XLA fuses (an einsum with
+  3-long contractions compiles to a slow dot on the CPU)."""
+  g = _MATRICES[m][1]
+  rows = [w[i] for i in range(3)]                      # (3, C, K) each
+  out = []
+  for a in range(m + 2):
+    s = _combine(rows, g[a])
+    cols = [s[j] for j in range(3)]
+    out += [_combine(cols, g[b]) for b in range(m + 2)]
+  return jnp.stack(out)
 
 def _output_transform(prod, shape, m: int):
   """(alpha^2, N*th*tw, K) -> (N, H, W, K): A^T M A of every tile, tiles stitched."""
@@ -159,9 +162,15 @@ def _weight_grad(x, dy, m: int):
   dm = _output_adjoint(dy, m)                      # (alpha^2, P, K)
   du = jax.lax.dot_general(v, dm, (((1,), (1,)), ((0,), (0,))))    # (alpha^2, C, K)
   alpha = m + 2
-  du = du.reshape(alpha, alpha, du.shape[1], du.shape[2]).astype(jnp.float32)
-  g = jnp.asarray(_MATRICES[m][1], jnp.float32)
-  return jnp.einsum('ai,bj,abck->ijck', g, g, du, precision=jax.lax.Precision.HIGHEST)
+  du = du.reshape(alpha, alpha, du.shape[1], du.shape[2])
+  g = _MATRICES[m][1]
+  rows = [du[a] for a in range(alpha)]                 # (alpha, C, K) each
+  out = []
+  for i in range(3):
+    s = _combine(rows, g[:, i])
+    cols = [s[b] for b in range(alpha)]
+    out.append(jnp.stack([_combine(cols, g[:, j]) for j in range(3)]))
+  return jnp.stack(out)
 
 
 def _flip_transpose(w):
@@ -188,6 +197,49 @@ def _conv_bwd(m, residuals, dy):
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_wgrad(x, w, m):
+  return _direct(x, w)
+
+
+def _direct(x, w):
+  return jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)),
+                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _conv_wgrad_fwd(x, w, m):
+  return _direct(x, w), (x, w)
+
+
+def _conv_wgrad_bwd(m, residuals, dy):
+  x, w = residuals
+  # The input gradient written as a forward convolution (XLA's fast path for it), the
+  # weight gradient by Winograd (XLA:CPU's own is its slowest convolution).
+  dx = _direct(dy, _flip_transpose(w))
+  return dx.astype(x.dtype), _weight_grad(x, dy, m).astype(w.dtype)
+
+
+_conv_wgrad.defvjp(_conv_wgrad_fwd, _conv_wgrad_bwd)
+
+
+def _check(x, w, tile):
+  if tile not in _MATRICES:
+    raise ValueError(f'winograd tile must be one of {TILE_SIZES}, got {tile}')
+  if x.ndim != 4 or w.shape[:2] != (3, 3) or w.shape[2] != x.shape[3]:
+    raise ValueError(f'winograd.conv3x3 needs NHWC x and a (3, 3, C, K) kernel with C = '
+                     f'x.shape[3]; got x {x.shape}, w {w.shape}')
+
+
+def conv3x3_wgrad(x: jax.Array, w: jax.Array, tile: int = 2) -> jax.Array:
+  """XLA's stride-1 3x3 convolution (padding 1) whose weight gradient is Winograd.
+
+  The forward and the input gradient stay XLA convolutions (fast, and a small program);
+  only the weight gradient, the slow one on XLA:CPU, runs as `conv3x3`'s does.
+  """
+  _check(x, w, tile)
+  return _conv_wgrad(x, w, tile)
+
+
 def conv3x3(x: jax.Array, w: jax.Array, tile: int = 2) -> jax.Array:
   """Stride-1 3x3 convolution with padding 1 of NHWC `x` and HWIO `w` by Winograd.
 
@@ -195,9 +247,5 @@ def conv3x3(x: jax.Array, w: jax.Array, tile: int = 2) -> jax.Array:
   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))` up to float rounding; differentiable
   (both gradients by Winograd too). `tile` is m of F(m x m, 3 x 3): 2 or 4.
   """
-  if tile not in _MATRICES:
-    raise ValueError(f'winograd tile must be one of {TILE_SIZES}, got {tile}')
-  if x.ndim != 4 or w.shape[:2] != (3, 3) or w.shape[2] != x.shape[3]:
-    raise ValueError(f'winograd.conv3x3 needs NHWC x and a (3, 3, C, K) kernel with C = '
-                     f'x.shape[3]; got x {x.shape}, w {w.shape}')
+  _check(x, w, tile)
   return _conv(x, w, tile)
