@@ -69,6 +69,16 @@ def test_output_and_gradients_match_float64_reference(tile, shape, cout):
 
 
 @pytest.mark.parametrize('tile', winograd.TILE_SIZES)
+def test_wgrad_variant_matches_float64_reference(tile):
+  """conv3x3_wgrad: XLA forward and input gradient, Winograd weight gradient."""
+  x, k, r = _case((2, 9, 14, 6), 5, seed=4)
+  y_ref, dx_ref, dk_ref = _reference(x, k, r)
+  y, dx, dk = _value_and_grads(lambda a, b: winograd.conv3x3_wgrad(a, b, tile), x, k, r)
+  assert _rel(y, y_ref) < 3e-6 and _rel(dx, dx_ref) < 3e-6
+  assert _rel(dk, dk_ref) < TOLERANCE[tile], _rel(dk, dk_ref)
+
+
+@pytest.mark.parametrize('tile', winograd.TILE_SIZES)
 def test_matches_xla_direct_convolution(tile):
   x, k, r = _case((2, 15, 22, 24), 32, seed=1)
   y, dx, dk = _value_and_grads(lambda a, b: winograd.conv3x3(a, b, tile), x, k, r)
@@ -91,3 +101,4 @@ def test_bad_arguments_fail_with_one_line():
     winograd.conv3x3(x, jnp.zeros((3, 3, 3, 2)), tile=3)
   with pytest.raises(ValueError, match='kernel'):
     winograd.conv3x3(x, jnp.zeros((1, 1, 3, 2)))
+
