@@ -1,6 +1,8 @@
 """The persistent compilation cache: where it goes, and that a second run compiles nothing new."""
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -29,10 +31,10 @@ def _entries(cache):
 
 
 @pytest.mark.slow
-def test_second_run_in_a_new_workdir_loads_every_program_from_the_cache(tmp_path):
+def test_second_run_in_a_new_workdir_loads_every_program_from_the_cache(tmp_path, monkeypatch):
   # Every program is written, however fast it compiled: which small programs cross a time
   # threshold depends on the machine's load, and the comparison below must not.
-  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  monkeypatch.setenv('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
   cache = tmp_path / 'cache'
   evaluate = ('--config.eval.every_steps=8', *faults.EVAL)
   first = faults.train(tmp_path / 'run1', f'--compilation_cache={cache}', *evaluate)
@@ -46,8 +48,27 @@ def test_second_run_in_a_new_workdir_loads_every_program_from_the_cache(tmp_path
   assert m1 == m2
 
 
-def test_off_writes_nothing(tmp_path):
-  cache = tmp_path / 'cache'
-  result = faults.run('-m', 'hrnet_jax.export', '--compilation_cache=none', '--help')
+def _compile_something(setting, env_dir):
+  """A fresh process that enables the cache with `setting` and compiles one program."""
+  code = ('import sys, jax, jax.numpy as jnp\n'
+          'from hrnet_jax import compilation_cache\n'
+          'print(compilation_cache.enable(None if sys.argv[1] == "-" else sys.argv[1]))\n'
+          'jax.jit(lambda x: jnp.sin(x) * 3)(jnp.ones(7)).block_until_ready()\n')
+  env = faults.env(1, JAX_COMPILATION_CACHE_DIR=str(env_dir),
+                   JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0')
+  env.pop(compilation_cache.ENV_VAR, None)
+  result = subprocess.run([sys.executable, '-c', code, setting], env=env, capture_output=True,
+                          text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
-  assert not cache.exists()
+  return result.stdout.strip()
+
+
+def test_enable_writes_where_it_is_told_and_none_writes_nothing(tmp_path):
+  env_dir, flag_dir = tmp_path / 'env', tmp_path / 'flag'
+  assert _compile_something(str(flag_dir), env_dir) == str(flag_dir)
+  assert _entries(flag_dir) and not env_dir.exists()
+  assert _compile_something('-', env_dir) == str(env_dir)
+  assert _entries(env_dir)
+  off = tmp_path / 'off'
+  assert _compile_something('none', off) == 'None'
+  assert not off.exists()
