@@ -52,3 +52,24 @@ def test_landmarks_on_a_face_box(tmp_path):
   assert np.all(kps == np.round(kps))          # official decoding: whole pixels
   drawn = kpp.draw(image, kps)
   assert drawn.shape == image.shape and (drawn != image).any()
+
+
+def test_predict_cli_draws_skeletons(tmp_path):
+  """python -m hrnet_jax.predict with a pose checkpoint: one skeleton picture per image."""
+  from hrnet_jax import checkpointing
+  model = hrnet_jax.create_model('hrnet_w18_small_v1', head='pose', num_classes=17)
+  variables = eval_testlib.random_variables(model, seed=3, num_classes=17)
+  checkpointing.save_model(str(tmp_path / 'ckpt'), variables,
+                           dict(model='hrnet_w18_small_v1', head='pose', num_classes=17,
+                                options={}, source='random weights for tests'))
+  image, people = stick_figures.render_people(np.random.default_rng(5), 120, 160)
+  Image.fromarray(image).save(tmp_path / 'people.png')
+  (tmp_path / 'boxes.json').write_text(json.dumps(
+      {'people.png': [p.box.tolist() for p in people]}))
+  run = eval_testlib.run_cli(['-m', 'hrnet_jax.predict', f'--checkpoint={tmp_path / "ckpt"}',
+                              f'--out={tmp_path / "out"}', f'--boxes={tmp_path / "boxes.json"}',
+                              '--input_size=64,96', str(tmp_path / 'people.png')])
+  assert run.returncode == 0, run.stderr[-2000:]
+  assert (tmp_path / 'out' / 'people_skeleton.png').exists()
+  kps = json.loads((tmp_path / 'out' / 'people_keypoints.json').read_text())['keypoints']
+  assert np.shape(kps) == (len(people), 17, 3)
