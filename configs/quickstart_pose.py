@@ -5,7 +5,8 @@ Needs no download: `hrnet_synthetic_pose` (1,200 train / 150 validation images o
 first use. Trains HRNet-W18-Small-v1 on 128x96 person crops and reports COCO keypoint
 AP (pycocotools COCOeval on the validation people, ground-truth boxes, flip test); the
 workdir holds checkpoints, TensorBoard logs and skeleton pictures
-(`pictures/skeletons_*.png`: ground truth red, prediction green).
+(`pictures/step_*.png`; eval.py writes `pictures/skeletons_*.png`: ground truth
+red, prediction green).
 
 Run:
   python train.py --config=configs/quickstart_pose.py --workdir=/tmp/qp
