@@ -69,17 +69,35 @@ def get_config():
   config.global_batch_size = 12           # 4 GPUs x 3 in the official run
   config.num_train_steps = 119_548        # 484 epochs of 2975 images, drop_last
   config.grad_accum_steps = 1
+  # Schedules and groups as the official loops step them: hrnet_jax/training/optim.py.
   config.optimizer = ml_collections.ConfigDict()
-  config.optimizer.name = 'sgd'
+  config.optimizer.name = 'sgd'           # 'sgd' | 'adam' (pose and landmark recipes)
   config.optimizer.learning_rate = 0.01
-  config.optimizer.momentum = 0.9
-  config.optimizer.nesterov = False
-  config.optimizer.weight_decay = 5e-4    # coupled: added to the gradient, as torch SGD
-  config.optimizer.schedule = 'poly'      # 'poly' | 'step'
+  config.optimizer.momentum = 0.9         # sgd
+  config.optimizer.nesterov = False       # sgd
+  config.optimizer.b1 = 0.9               # adam
+  config.optimizer.b2 = 0.999             # adam
+  config.optimizer.eps = 1e-8             # adam
+  config.optimizer.weight_decay = 5e-4    # coupled: added to the gradient, as torch
+  # 'poly': lr (1 - (it - 1)/N)^power, it >= 1 (adjust_learning_rate after the step);
+  # 'multistep': MultiStepLR stepped at each epoch's start; 'step': step_boundaries.
+  config.optimizer.schedule = 'poly'
   config.optimizer.poly_power = 0.9
-  config.optimizer.warmup_steps = 0
-  config.optimizer.step_boundaries = ()   # for 'step': steps where lr *= step_factor
+  config.optimizer.warmup_steps = 0       # no official recipe warms up
+  config.optimizer.milestone_epochs = ()  # 'multistep': LR_STEP of the yaml
+  config.optimizer.steps_per_epoch = 0    # 'multistep': updates per epoch
+  # 'torch1.0': drops at the start of each milestone epoch (the published runs);
+  # 'torch1.1': one epoch early (the unchanged official loop on PyTorch >= 1.1).
+  config.optimizer.multistep_semantics = 'torch1.0'
+  config.optimizer.step_boundaries = ()   # 'step': updates where lr *= step_factor
   config.optimizer.step_factor = 0.1
+  # Parameter groups: official PyTorch names containing one of these keywords train at
+  # lr x nonbackbone_mult (the OCR yamls' NONBACKBONE_KEYWORDS / NONBACKBONE_MULT).
+  config.optimizer.nonbackbone_keywords = ()
+  config.optimizer.nonbackbone_mult = 10.0
+  # Fine-tuning: the backbone's lr multiplier, or no update at all (BN stats still move).
+  config.optimizer.backbone_lr_mult = 1.0
+  config.optimizer.freeze_backbone = False
 
   # --- loss --------------------------------------------------------------------
   config.loss = ml_collections.ConfigDict()

@@ -27,8 +27,12 @@ def get_config():
   config.optimizer.learning_rate = 0.05
   config.optimizer.nesterov = True
   config.optimizer.weight_decay = 1e-4
-  config.optimizer.schedule = 'step'
-  config.optimizer.step_boundaries = tuple(e * STEPS_PER_EPOCH for e in (30, 60, 90))
+  # MultiStepLR([30, 60, 90], 0.1) stepped at each epoch's start; 'torch1.0': epochs
+  # 30-59 at 0.005 as in the published run (PyTorch 0.4.1), see training/optim.py.
+  config.optimizer.schedule = 'multistep'
+  config.optimizer.milestone_epochs = (30, 60, 90)
+  config.optimizer.steps_per_epoch = STEPS_PER_EPOCH
+  config.optimizer.multistep_semantics = 'torch1.0'
   config.optimizer.step_factor = 0.1
   config.loss.class_weights = ()
   config.loss.chunk_images = 0

@@ -216,7 +216,7 @@ def validate(config, *, mode: str = 'train', check_paths: bool = True):
   c.number('optimizer.momentum', lo=0, hi=1, hi_open=True)
   c.bool('optimizer.nesterov')
   c.number('optimizer.weight_decay', lo=0)
-  c.choice('optimizer.schedule', ('poly', 'step'))
+  c.choice('optimizer.schedule', ('poly', 'multistep', 'step'))
   c.number('optimizer.poly_power', lo=0)
   c.int('optimizer.warmup_steps', lo=0)
   boundaries = c.value('optimizer.step_boundaries')
@@ -224,6 +224,22 @@ def validate(config, *, mode: str = 'train', check_paths: bool = True):
                                      not all(_is_int(b) and b > 0 for b in boundaries)):
     _fail('optimizer.step_boundaries', boundaries, 'must be a tuple of steps > 0')
   c.number('optimizer.step_factor', lo=0, lo_open=True)
+  milestones = c.value('optimizer.milestone_epochs')
+  if milestones is not _MISSING and (not isinstance(milestones, (tuple, list)) or
+                                     not all(_is_int(m) and m >= 0 for m in milestones)):
+    _fail('optimizer.milestone_epochs', milestones, 'must be a tuple of epochs >= 0')
+  c.int('optimizer.steps_per_epoch', lo=0)
+  if c.value('optimizer.schedule') == 'multistep':
+    c.int('optimizer.steps_per_epoch', lo=1, what=" with schedule='multistep'")
+  c.choice('optimizer.multistep_semantics', ('torch1.0', 'torch1.1'))
+  keywords = c.value('optimizer.nonbackbone_keywords')
+  if keywords is not _MISSING and (not isinstance(keywords, (tuple, list)) or
+                                   not all(isinstance(k, str) and k for k in keywords)):
+    _fail('optimizer.nonbackbone_keywords', keywords,
+          "must be a tuple of name parts, e.g. ('cls', 'aux', 'ocr')")
+  c.number('optimizer.nonbackbone_mult', lo=0, lo_open=True)
+  c.number('optimizer.backbone_lr_mult', lo=0)
+  c.bool('optimizer.freeze_backbone')
   # loss
   num_classes = c.value('model.num_classes')
   c.numbers('loss.class_weights', length=num_classes if _is_int(num_classes) else None,

@@ -81,8 +81,10 @@ def test_cityscapes_w48_is_the_official_recipe():
 def test_imagenet_recipe_steps():
   c = load('imagenet_w18_c').get_config()
   per_epoch = 1_281_167 // 128
-  assert c.optimizer.nesterov and c.optimizer.schedule == 'step'
-  assert tuple(c.optimizer.step_boundaries) == (30 * per_epoch, 60 * per_epoch, 90 * per_epoch)
+  assert c.optimizer.nesterov and c.optimizer.schedule == 'multistep'
+  from hrnet_jax.training import optim  # pylint: disable=g-import-not-at-top
+  assert optim.multistep_boundaries(c.optimizer) == (30 * per_epoch, 60 * per_epoch,
+                                                     90 * per_epoch)
   assert c.num_train_steps == 100 * per_epoch
 
 

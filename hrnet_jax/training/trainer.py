@@ -112,9 +112,11 @@ def train_and_evaluate(config, workdir: str, *,
   checkpointing.check_workdir_config(config, workdir)
   mesh = sharding.make_mesh(config.mesh)
   model = build_model(config)
-  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+  tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps,
+                                      head=config.model.head)
   state, shardings = ts.create_state(model, tx, seed=config.seed, mesh=mesh,
                                      fsdp=config.mesh.fsdp > 1)
+  optim.log_groups(state.params, config.optimizer, head=config.model.head)
   metadata = model_metadata(model, config)
   ckpt = checkpointing.TrainCheckpointManager(
       workdir, every_steps=config.checkpoint.every_steps, keep=config.checkpoint.keep,
