@@ -91,3 +91,37 @@ def test_conv_pads_like_torch(size, kernel, stride):
                  torch.from_numpy(np.asarray(variables['params']['bias'])),
                  stride=stride, padding=kernel // 2)
   np.testing.assert_allclose(ours, _nhwc(ref), atol=1e-5)
+
+
+@pytest.mark.parametrize('conv1x1', ['conv', 'dot'])
+@pytest.mark.parametrize('size, stride', [((8, 8), 1), ((7, 10), 2), ((8, 6), 2)])
+def test_conv1x1_formulations_match_torch_with_gradients(conv1x1, size, stride):
+  """ModelOptions.conv1x1: the matmul and the convolution give torch's output and
+  gradients (the parameters are the same; only how XLA computes them differs)."""
+  rng = np.random.default_rng(1)
+  x = rng.standard_normal((2, *size, 6)).astype(np.float32)
+  conv = Conv2d(4, 1, stride, use_bias=True, opts=ModelOptions(conv1x1=conv1x1))
+  variables = conv.init(jax.random.key(0), jnp.asarray(x))
+  r = rng.standard_normal(conv.apply(variables, jnp.asarray(x)).shape).astype(np.float32)
+
+  def loss(params, x):
+    y = conv.apply({'params': params}, x)
+    return jnp.sum(y * r), y
+  (_, ours), (g, gx) = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(
+      variables['params'], jnp.asarray(x))
+  xt = _nchw(x).requires_grad_(True)
+  wt = torch.from_numpy(np.transpose(np.asarray(variables['params']['kernel']),
+                                     (3, 2, 0, 1))).requires_grad_(True)
+  bt = torch.from_numpy(np.asarray(variables['params']['bias'])).requires_grad_(True)
+  ref = F.conv2d(xt, wt, bt, stride=stride)
+  (ref * _nchw(r)).sum().backward()
+  np.testing.assert_allclose(ours, _nhwc(ref), atol=1e-5)
+  np.testing.assert_allclose(gx, _nhwc(xt.grad), atol=1e-5)
+  np.testing.assert_allclose(g['kernel'], np.transpose(wt.grad.numpy(), (2, 3, 1, 0)),
+                             atol=1e-4)
+  np.testing.assert_allclose(g['bias'], bt.grad.numpy(), atol=1e-4)
+
+
+def test_conv1x1_rejects_unknown_formulation():
+  with pytest.raises(ValueError, match='conv1x1 must be'):
+    ModelOptions(conv1x1='fft')
