@@ -7,7 +7,10 @@ the parameters are the model's own and the library is unchanged:
   xla        lax.conv_general_dilated (the library);
   winograd2  / winograd4: winograd.conv3x3 F(2x2) / F(4x4), forward and backward;
   wgrad2     / wgrad4: XLA forward and input gradient, Winograd weight gradient;
-  auto       winograd4 where the map has >= 32 4x4 tiles, XLA elsewhere.
+  auto       winograd4 where the map has >= 32 4x4 tiles, XLA elsewhere;
+  dot1x1     ModelOptions.conv1x1='dot' (1x1 convolutions as matmuls), 3x3 by XLA.
+Every other variant, 'xla' included, runs the 1x1 convolutions as convolutions
+(conv1x1='conv'), so 'xla' is the library before any of these levers.
 
 Every variant is compiled first; then the variants run in turn (A, B, C, A, B, C, ...)
 --repeats times and the medians are compared with 'xla' (ratio = XLA time / variant
@@ -20,6 +23,7 @@ time, > 1: faster). Outputs and gradients are compared with the 'xla' variant
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import statistics
 import sys
@@ -52,6 +56,8 @@ def _formulation(impl, shape):
 
 def _interceptor(impl):
   def intercept(next_fun, args, kwargs, context):
+    if impl == 'dot1x1':
+      return next_fun(*args, **kwargs)
     m = context.module
     if (context.method_name != '__call__' or not isinstance(m, Conv2d) or
         m.kernel_size != 3 or m.stride != 1 or m.is_initializing()):
@@ -128,7 +134,9 @@ def main(argv=None):
   for mode in args.modes.split(','):
     progs, outs, compile_s = {}, {}, {}
     for i in impls:
-      progs[i] = _programs(base, i)[mode]
+      conv1x1 = 'dot' if i == 'dot1x1' else 'conv'
+      model = base.clone(opts=dataclasses.replace(base.opts, conv1x1=conv1x1))
+      progs[i] = _programs(model, i)[mode]
       start = time.perf_counter()
       outs[i] = jax.block_until_ready(progs[i](variables, x))
       compile_s[i] = time.perf_counter() - start
