@@ -239,6 +239,12 @@ def test_config_mistakes_are_one_line_before_any_work(tmp_path, override, words)
   assert not os.path.exists(tmp_path / 'w' / 'checkpoints')
 
 
+def test_empty_eval_split_is_one_line_naming_the_split(tmp_path):
+  result = train(tmp_path / 'w', '--config.data.eval_split=validation[:0]',
+                 '--config.eval.every_steps=8', check=False)
+  assert_one_line(result, "split 'validation[:0]'", 'holds no examples', 'eval_split')
+
+
 def test_debug_shows_the_traceback(tmp_path):
   result = run('train.py', *TINY, f'--workdir={tmp_path}', '--config.eval.mode=foo',
                '--debug')

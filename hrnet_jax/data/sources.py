@@ -148,11 +148,20 @@ def open_split(info: DatasetInfo, split: str, *, data_dir: str | None = None,
               if isinstance(feature, tfds.features.Image)}
   decoders[info.image_key] = tfds.decode.SkipDecoding()
   try:
-    return builder.as_data_source(split=info.tfds_split(split), decoders=decoders)
+    source = builder.as_data_source(split=info.tfds_split(split), decoders=decoders)
+  except ValueError as e:
+    # TFDS's words for a split slice that selects nothing ('validation[:0]').
+    if 'can not be of 0 length' not in str(e):
+      raise
+    source = ()
   except NotImplementedError as e:
     raise DataError(f'{builder.data_dir} holds {info.tfds_name} in another file format; '
                     f'delete it (or use another config.data.data_dir) to rebuild it as '
                     f'ArrayRecord ({e})') from e
+  if not len(source):  # pylint: disable=g-explicit-length-test  (sources have no __bool__)
+    raise DataError(f'split {split!r} of {info.name} holds no examples: choose a split '
+                    f'(config.data.train_split / config.data.eval_split) that selects some')
+  return source
 
 
 def image_shape(source: Any, info: DatasetInfo) -> tuple[int | None, int | None]:
