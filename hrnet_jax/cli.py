@@ -198,6 +198,12 @@ def guard(main: Callable[[Sequence[str]], int | None]) -> Callable[[Sequence[str
       if debug:
         raise
       exit_with(f'{describe(e)} (see --help)', EXIT_USAGE)
+    except ModuleNotFoundError as e:
+      if debug:
+        raise
+      exit_with(f'the package that provides {e.name!r} is not installed: install the '
+                f'runtime with `pip install -r requirements.txt` (or '
+                f'`pip install hrnet-jax[train]`)')
     except Exception as e:  # pylint: disable=broad-except  # sorted below
       if debug:
         raise
