@@ -63,6 +63,7 @@ def _compile_something(setting, env_dir):
   return result.stdout.strip()
 
 
+@pytest.mark.slow
 def test_enable_writes_where_it_is_told_and_none_writes_nothing(tmp_path):
   env_dir, flag_dir = tmp_path / 'env', tmp_path / 'flag'
   assert _compile_something(str(flag_dir), env_dir) == str(flag_dir)

@@ -54,6 +54,7 @@ def _close(ours, ref, what):
   assert err < TOL, f'{what}: max abs error {err:.2e} (reference scale {np.abs(ref).max():.1f})'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('variant', list(hrnet_jax.VARIANTS))
 def test_logits_and_features_equal_timm_and_export_loads_strictly(variant, tmp_path):
   net = _timm_model(variant)

@@ -52,6 +52,7 @@ def _eval_examples(config):
   return out
 
 
+@pytest.mark.slow
 def test_lip_builder_and_pipeline(built):
   root, examples = built
   examples = examples['lip']
@@ -68,6 +69,7 @@ def test_lip_builder_and_pipeline(built):
   assert set(np.unique(batch['label'])) <= set(range(20)) | {255}
 
 
+@pytest.mark.slow
 def test_corrupt_image_fails_the_build_naming_the_file(tmp_path):
   """Through the whole path: loader -> child build process -> DataError back here."""
   examples = fakes.write_fake_lip(str(tmp_path / 'manual'))

@@ -49,6 +49,7 @@ def test_zip_layout_is_what_the_catalog_builder_reads(cityscapes):
   assert len(examples) == 7
 
 
+@pytest.mark.slow
 def test_validation_labels_are_train_ids_of_the_label_ids(cityscapes):
   config, examples = cityscapes
   loader = data.make_eval_loader(config)

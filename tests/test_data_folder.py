@@ -53,6 +53,7 @@ def streets(tmp_path_factory):
                                  for s in ('train', 'validation')}
 
 
+@pytest.mark.slow
 def test_folder_builds_into_tfds_and_reads_back_the_files(streets):
   root, data_dir, stems, examples = streets
   info = _info(root)
@@ -73,6 +74,7 @@ def test_folder_builds_into_tfds_and_reads_back_the_files(streets):
   assert sources.image_shape(src, info) == (H, W)    # one size: no eval_pad_size needed
 
 
+@pytest.mark.slow
 def test_list_file_layout_gives_the_identical_dataset(streets, tmp_path):
   _, _, _, examples = streets
   root = tmp_path / 'streets'
@@ -88,6 +90,7 @@ def test_list_file_layout_gives_the_identical_dataset(streets, tmp_path):
       np.testing.assert_array_equal(lab1, lab2)
 
 
+@pytest.mark.slow
 def test_a_changed_folder_is_built_again_an_unchanged_one_is_not(tmp_path):
   root, data_dir = tmp_path / 'small', tmp_path / 'tfds'
   folder_fakes.write_scene_folder(str(root), num_images=6, height=32, width=64)
@@ -223,6 +226,7 @@ def test_the_check_cli_prints_the_lines(tmp_path):
 
 # --- conversions --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_conversions_of_grey_16bit_rgba_palette_and_colour_inputs(tmp_path):
   root = tmp_path / 'odd'
   for sub in ('images/train', 'images/val', 'masks/train', 'masks/val'):
@@ -300,6 +304,7 @@ def test_class_file_values_ignore_and_colours(tmp_path):
 
 # --- classification from class-named folders (TFDS ImageFolder) -----------------------
 
+@pytest.mark.slow
 def test_image_folder_classification_through_tfds_image_folder(tmp_path):
   root = tmp_path / 'pets'
   colours = {'cat': (0, 0, 255), 'dog': (0, 255, 0), 'emu': (255, 0, 0)}   # BGR
@@ -392,6 +397,7 @@ def test_the_documented_folder_run_reaches_miou_0_7(tmp_path):
 
 # --- fine-tuning on a folder with another class count -----------------------------------
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_class_count_loads_all_but_the_classifier(tmp_path, caplog):
   """configs/finetune_folder.py's premise: 19-class weights into a 5-class model."""
   import flax  # pylint: disable=g-import-not-at-top

@@ -95,6 +95,7 @@ _RESUME_SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_state_restored_in_a_new_process_gives_exactly_the_next_batch(tmp_path):
   """Mid-epoch (step 2 of 4) and across the epoch boundary (steps 4 and 5).
 

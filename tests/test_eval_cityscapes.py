@@ -7,6 +7,7 @@ Cityscapes labelIds under the names the benchmark matches.
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from hrnet_jax.data import fakes
@@ -15,6 +16,7 @@ from hrnet_jax.data import registry
 import eval_testlib as lib
 
 
+@pytest.mark.slow
 def test_fake_cityscapes_end_to_end(tmp_path):
   manual = tmp_path / 'manual'
   examples = fakes.write_fake_cityscapes(str(manual), images_per_split={'train': 1, 'val': 2,

@@ -25,6 +25,7 @@ def setup(tmp_path_factory):
   return dict(root=root, model=model, variables=variables, config=config_path)
 
 
+@pytest.mark.slow
 def test_cli_writes_results_pictures_and_submission(setup):
   root = setup['root']
   out, sub = root / 'out', root / 'submission'
@@ -65,6 +66,7 @@ def lib_config(setup):
   return module.get_config()
 
 
+@pytest.mark.slow
 def test_cli_missing_checkpoint_is_one_line(setup, tmp_path):
   res = lib.run_cli(['eval.py', f'--config={setup["config"]}',
                      f'--checkpoint={tmp_path / "nope"}', f'--workdir={tmp_path / "o"}'])
@@ -74,6 +76,7 @@ def test_cli_missing_checkpoint_is_one_line(setup, tmp_path):
   assert 'Traceback' not in res.stderr
 
 
+@pytest.mark.slow
 def test_cli_checkpoint_config_mismatch_is_one_line(setup, tmp_path):
   config = lib.write_config(tmp_path / 'v2.py', data_dir=setup['root'] / 'tfds',
                             model_name='hrnet_w18_small_v2')
@@ -84,6 +87,7 @@ def test_cli_checkpoint_config_mismatch_is_one_line(setup, tmp_path):
   assert 'hrnet_w18_small_v1' in last and 'hrnet_w18_small_v2' in last
 
 
+@pytest.mark.slow
 def test_empty_dataset_error(setup):
   config = lib_config(setup)
   mesh = sharding.make_mesh()
@@ -116,6 +120,7 @@ def test_submission_maps_train_ids_back_to_cityscapes_label_ids(tmp_path):
   assert second.shape == (3, 5)                              # cut to the true size
 
 
+@pytest.mark.slow
 def test_per_image_path_equals_image_by_image_reference(setup):
   """Images of varying size padded into a batch are evaluated at their true size."""
   model, variables = setup['model'], setup['variables']
@@ -140,6 +145,7 @@ def test_per_image_path_equals_image_by_image_reference(setup):
   assert [p[0].shape[:2] for p in out['pictures']] == sizes
 
 
+@pytest.mark.slow
 def test_variables_that_do_not_fit_the_named_model(tmp_path):
   # Variables of a 19-class model under metadata that claims 20 classes.
   model = lib.hrnet_jax.create_model(lib.MODEL, head='seg', num_classes=19)
@@ -151,6 +157,7 @@ def test_variables_that_do_not_fit_the_named_model(tmp_path):
     predict.load_checkpoint_model(str(tmp_path / 'ckpt'))
 
 
+@pytest.mark.slow
 def test_resize_input_like_the_official_lip_testval(setup):
   """uint8 image resized by cv2 to a fixed size, prediction upsampled to the label size."""
   import cv2

@@ -138,6 +138,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(CASES))
 def test_protocol_matches_official_reference(name):
   case = CASES[name]

@@ -4,6 +4,7 @@ import textwrap
 
 import jax
 import numpy as np
+import pytest
 
 from hrnet_jax import export
 from hrnet_jax.evaluation import inference
@@ -26,6 +27,7 @@ _LOADER = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_export_round_trip_in_a_new_process(tmp_path):
   model, variables = lib.save_checkpoint(tmp_path / 'ckpt')
   res = lib.run_cli(['-m', 'hrnet_jax.export', f'--checkpoint={tmp_path / "ckpt"}',

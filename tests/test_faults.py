@@ -29,6 +29,9 @@ from hrnet_jax import cli
 from hrnet_jax import config_validation
 from hrnet_jax.data import build as data_build
 
+# Subprocess / multi-process end-to-end runs: the full suite, not the inner-loop tier.
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ('--config=configs/quickstart.py', '--config.data.name=hrnet_synthetic_tiny',
         '--config.data.crop_size=(64,64)', '--config.data.base_size=128',

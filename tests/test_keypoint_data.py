@@ -46,6 +46,7 @@ def _expected_people(dataset, image):
   return out
 
 
+@pytest.mark.slow
 def test_coco_builder_people_boxes_and_detections(built):
   root, fake = built
   for split, key in (('train', 'train'), ('validation', 'val')):
@@ -145,6 +146,7 @@ def test_detections_for_other_images(tmp_path):
       in _one_line(err)
 
 
+@pytest.mark.slow
 def test_image_missing_from_the_zip_fails_the_build(tmp_path):
   """Through the real path: child build process -> DataError back here."""
   keypoint_fakes.write_fake_coco_keypoints(str(tmp_path / 'manual'), missing_image=True)

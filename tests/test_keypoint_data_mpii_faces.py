@@ -31,6 +31,7 @@ def _open(root, name, split):
                             data_dir=str(root / 'tfds'), manual_dir=str(root / 'manual'))
 
 
+@pytest.mark.slow
 def test_mpii_people_and_gt_valid_rows(built):
   root, fakes = built
   fake = fakes['mpii_pose']
@@ -103,6 +104,7 @@ def test_cofw_images_points_and_official_box(built):
           max(np.ceil(xmax) - np.floor(xmin), np.ceil(ymax) - np.floor(ymin)) / 200)
 
 
+@pytest.mark.slow
 def test_mpii_image_missing_from_the_tarball(tmp_path):
   keypoint_fakes.write_fake_mpii(str(tmp_path / 'manual'), missing_image=True)
   with pytest.raises(DataError) as err:

@@ -40,6 +40,7 @@ def get_config():
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('use_gt_boxes', [False])
 def test_eval_cli_json_equals_official_validate(tmp_path, use_gt_boxes):
   manual, data_dir = str(tmp_path / 'manual'), str(tmp_path / 'tfds')

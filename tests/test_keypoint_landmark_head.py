@@ -37,6 +37,7 @@ class FaceNet(nn.Module):
     return state
 
 
+@pytest.mark.slow
 def test_landmark_head_shapes_and_defaults():
   model = hrnet_jax.create_model(VARIANT, head='landmark', num_classes=29)
   variables = model.init(jax.random.key(0), np.zeros((1, 64, 64, 3), np.float32))
@@ -48,6 +49,7 @@ def test_landmark_head_shapes_and_defaults():
   assert hrnet_jax.create_model(VARIANT, head='landmark').num_classes == 98
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('prefix', ['', 'module.'])
 def test_official_landmark_checkpoint_converts_with_parity(tmp_path, prefix):
   with lib.torch_threads(1):

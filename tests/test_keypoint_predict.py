@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 import hrnet_jax
@@ -14,6 +15,7 @@ from hrnet_jax.tasks import keypoint_predict as kpp
 import eval_testlib
 
 
+@pytest.mark.slow
 def test_pose_boxes_and_whole_image(tmp_path):
   model = hrnet_jax.create_model('hrnet_w18_small_v1', head='pose', num_classes=17)
   variables = eval_testlib.random_variables(model, seed=1, num_classes=17)
@@ -43,6 +45,7 @@ def test_pose_boxes_and_whole_image(tmp_path):
   assert np.asarray(Image.open(written[0])).shape == image.shape
 
 
+@pytest.mark.slow
 def test_landmarks_on_a_face_box(tmp_path):
   model = hrnet_jax.create_model('hrnet_w18_small_v1', head='landmark', num_classes=19)
   variables = eval_testlib.random_variables(model, seed=2, num_classes=19)
@@ -54,6 +57,7 @@ def test_landmarks_on_a_face_box(tmp_path):
   assert drawn.shape == image.shape and (drawn != image).any()
 
 
+@pytest.mark.slow
 def test_predict_cli_draws_skeletons(tmp_path):
   """python -m hrnet_jax.predict with a pose checkpoint: one skeleton picture per image."""
   from hrnet_jax import checkpointing

@@ -60,6 +60,7 @@ def _view(root, config, split, training):
   return info, kp_task.TASK.source_view(source, info, split, config, training=training)
 
 
+@pytest.mark.slow
 def test_person_view_and_transforms(built):
   root, fake = built
   config = _pose_config(root)
@@ -115,6 +116,7 @@ def _batches(transform, view, size):
     yield batch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('use_gt_boxes', [True, False])
 def test_pose_evaluator_equals_official_validate(built, tmp_path, use_gt_boxes):
   root, fake = built

@@ -97,6 +97,7 @@ def test_ohem_threshold_regimes_differ():
   assert s[-1] > 0.9 and len(s) < 1000   # (1000, 0.9): clamped to n - 1, sorted wins
 
 
+@pytest.mark.slow
 def test_all_ignore_batch_is_zero_with_finite_gradients():
   logits, _ = _data(2)
   labels = np.full(logits.shape[:3], IGNORE, np.int32)
@@ -132,6 +133,7 @@ def test_segmentation_loss_upsamples_like_torch(align_corners):
   np.testing.assert_allclose(got, np_weighted_ce(up, labels, WEIGHTS), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_chunks_average_per_chunk_losses():
   # As the official per-GPU loss: OHEM on each group of 2 images, then the mean.
   logits, labels = _data(5, n=4)

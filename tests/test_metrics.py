@@ -165,6 +165,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_single_process_matrix(tmp_path):
   """2 processes x 4 devices, 11 and 10 examples: counts, evaluate(), per-image path."""
   preds, labels = _random_set(1)

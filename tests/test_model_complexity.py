@@ -29,6 +29,7 @@ def test_every_official_variant_is_in_the_table():
   assert set(hrnet_jax.VARIANTS) == set(PUBLISHED_CLS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(PUBLISHED_CLS))
 def test_classification_params_and_gflops_match_published(name):
   params_m, gflops = PUBLISHED_CLS[name]
@@ -37,6 +38,7 @@ def test_classification_params_and_gflops_match_published(name):
   assert hrnet_jax.gflops(model, (224, 224)) == pytest.approx(gflops, rel=0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(PUBLISHED_SEG))
 def test_segmentation_params_and_gflops_match_published(name):
   params_m, gflops = PUBLISHED_SEG[name]

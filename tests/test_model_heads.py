@@ -90,6 +90,7 @@ def test_bfloat16_compute_is_finite_and_close_to_float32():
   assert np.mean(out16.argmax(-1) == np.asarray(out32).argmax(-1)) > 0.9
 
 
+@pytest.mark.slow
 def test_remat_checkpoints_every_module_and_keeps_the_function():
   plain, variables = _model_and_variables('seg')
   remat = hrnet_jax.create_model(NAME, head='seg', remat=True)

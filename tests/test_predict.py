@@ -15,6 +15,7 @@ def ckpt(tmp_path_factory):
   return root, model, variables
 
 
+@pytest.mark.slow
 def test_predict_cli_any_size(ckpt, tmp_path):
   root, model, variables = ckpt
   rng = np.random.default_rng(0)

@@ -22,6 +22,7 @@ def test_readme_opens_with_the_two_setup_commands():
   ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('index', range(len(BLOCKS)))
 def test_readme_example_runs(index):
   exec(compile(BLOCKS[index], f'README example {index}', 'exec'), {})

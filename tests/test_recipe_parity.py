@@ -66,7 +66,8 @@ MEASURED = {}             # recipe -> worst differences (printed at the end with
 
 # The official loops call lr_scheduler.step() before optimizer.step(); PyTorch >= 1.1
 # warns about exactly the order being reproduced here.
-pytestmark = pytest.mark.filterwarnings('ignore:Detected call of `lr_scheduler.step')
+pytestmark = [pytest.mark.slow,
+              pytest.mark.filterwarnings('ignore:Detected call of `lr_scheduler.step')]
 
 
 @pytest.fixture(autouse=True, scope='module')

@@ -21,6 +21,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The tiny scenes are 64x128: 64x64 windows keep 2x2 pixels in HRNet's 1/32 branch
@@ -209,6 +210,7 @@ def _child(workdir):
                'num_examples': after['num_examples'], 'step': int(state.step)}, f)
 
 
+@pytest.mark.slow
 def test_a_task_from_a_test_file_trains_through_train_and_evaluate(tmp_path):
   sys.path.insert(0, os.path.join(ROOT, 'tests'))
   from test_train_resume import child_env  # pylint: disable=g-import-not-at-top

@@ -115,6 +115,7 @@ def _converted_imagenet_small(directory):
   return jax.device_get(variables)
 
 
+@pytest.mark.slow
 def test_cityscapes_w48_runs_on_fake_cityscapes(tmp_path):
   manual = str(tmp_path / 'zips')
   fakes.write_fake_cityscapes(manual, images_per_split={'train': 3, 'val': 1, 'test': 1})

@@ -58,6 +58,7 @@ def uninterrupted(tmp_path_factory):
   return final_variables(workdir)
 
 
+@pytest.mark.slow
 def test_sigterm_and_kill_9_then_restarts_are_bit_identical(uninterrupted, tmp_path):
   # Preemption at step 4: a checkpoint at the current step, exit status 0.
   first = train(tmp_path, '--signal', 'term', '--at', '4')
@@ -76,6 +77,7 @@ def test_sigterm_and_kill_9_then_restarts_are_bit_identical(uninterrupted, tmp_p
   assert_identical(variables, uninterrupted[0])
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_good_checkpoint(tmp_path):
   result = train(tmp_path, '--set', 'optimizer.learning_rate=1e30',
                  '--set', 'checkpoint.every_steps=1', check=False)

@@ -110,6 +110,7 @@ def one_device():
   return _run(config, mesh, tiny_batch())
 
 
+@pytest.mark.slow
 def test_eight_devices_equal_one_device(one_device):
   config = tiny_config()
   mesh = sharding.make_mesh(config.mesh)
@@ -122,6 +123,7 @@ def test_eight_devices_equal_one_device(one_device):
   assert_trees_close(eight['opt_state'], one_device['opt_state'])
 
 
+@pytest.mark.slow
 def test_fsdp_mesh_equals_one_device(one_device):
   config = tiny_config(**{'mesh.fsdp': 2})
   mesh = sharding.make_mesh(config.mesh)
@@ -206,6 +208,7 @@ def test_merge_pretrained_loads_matching_variables_only():
     ts.merge_pretrained(state, {'params': {'x': {'y': np.zeros(2)}}}, source='ckpt')
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_keeps_float32_parameters(one_device):
   config = tiny_config(**{'model.dtype': 'bfloat16'})
   mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
@@ -217,6 +220,7 @@ def test_bfloat16_compute_keeps_float32_parameters(one_device):
   assert out['loss'] != one_device['loss']
 
 
+@pytest.mark.slow
 def test_remat_gives_the_same_step(one_device):
   config = tiny_config(**{'model.remat': True})
   model = trainer.build_model(config)
