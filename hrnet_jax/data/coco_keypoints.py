@@ -33,6 +33,27 @@ from hrnet_jax.data.sources import decode_image
 DETECTIONS_2017 = 'COCO_val2017_detections_AP_H_56_person.json'
 
 
+def people_features(image: tfds.features.Image) -> tfds.features.FeaturesDict:
+  """The example of every keypoint builder: one image and all its people, as flat arrays.
+
+  (P * J * 3,) keypoints x, y, visibility; (P * 4,) cleaned xywh boxes; (P,) areas and
+  annotation ids; (D * 4,) detector boxes (not clipped) and (D,) scores, empty without
+  a detection file. `example_people` reads them back per person.
+  """
+  vector = lambda dtype: tfds.features.Tensor(shape=(None,), dtype=dtype)
+  return tfds.features.FeaturesDict({
+      'image': image,
+      'image_id': tfds.features.Scalar(np.int64),
+      'file_name': tfds.features.Text(),
+      'keypoints': vector(np.float32),
+      'boxes': vector(np.float32),
+      'areas': vector(np.float32),
+      'ann_ids': vector(np.int64),
+      'det_boxes': vector(np.float32),
+      'det_scores': vector(np.float32),
+  })
+
+
 class CocoKeypointsConfig(tfds.core.BuilderConfig):
   """File names and category of one variant."""
 
@@ -64,19 +85,8 @@ class CocoKeypoints(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     return self.dataset_info_from_configs(
         description='COCO-format keypoints; flat per-image arrays (P people, J joints).',
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg'),
-            'image_id': tfds.features.Scalar(np.int64),
-            'file_name': tfds.features.Text(),
-            # (P * J * 3,) x, y, visibility; (P * 4,) cleaned xywh; (P,) areas, ids.
-            'keypoints': tfds.features.Tensor(shape=(None,), dtype=np.float32),
-            'boxes': tfds.features.Tensor(shape=(None,), dtype=np.float32),
-            'areas': tfds.features.Tensor(shape=(None,), dtype=np.float32),
-            'ann_ids': tfds.features.Tensor(shape=(None,), dtype=np.int64),
-            # (D * 4,) detector boxes (not clipped) and (D,) scores; empty without a file.
-            'det_boxes': tfds.features.Tensor(shape=(None,), dtype=np.float32),
-            'det_scores': tfds.features.Tensor(shape=(None,), dtype=np.float32),
-        }),
+        features=people_features(
+            tfds.features.Image(shape=(None, None, 3), encoding_format='jpeg')),
         metadata=tfds.core.MetadataDict(),
         # Integer keys in image-id order: example i is the i-th image (person_index).
         disable_shuffling=True,

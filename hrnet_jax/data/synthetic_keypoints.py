@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
+from hrnet_jax.data import coco_keypoints
 from hrnet_jax.data import stick_figures
 
 _SEED = 20_261_201
@@ -52,17 +53,8 @@ class HrnetSyntheticPose(tfds.core.GeneratorBasedBuilder):
     h, w = self.builder_config.height, self.builder_config.width
     return self.dataset_info_from_configs(
         description='Procedural people with COCO keypoints.',
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(h, w, 3), encoding_format='png'),
-            'image_id': tfds.features.Scalar(np.int64),
-            'file_name': tfds.features.Text(),
-            'keypoints': tfds.features.Tensor(shape=(None,), dtype=np.float32),
-            'boxes': tfds.features.Tensor(shape=(None,), dtype=np.float32),
-            'areas': tfds.features.Tensor(shape=(None,), dtype=np.float32),
-            'ann_ids': tfds.features.Tensor(shape=(None,), dtype=np.int64),
-            'det_boxes': tfds.features.Tensor(shape=(None,), dtype=np.float32),
-            'det_scores': tfds.features.Tensor(shape=(None,), dtype=np.float32),
-        }),
+        features=coco_keypoints.people_features(
+            tfds.features.Image(shape=(h, w, 3), encoding_format='png')),
         metadata=tfds.core.MetadataDict(),
         disable_shuffling=True,
         homepage='https://github.com/hrnet-jax',
