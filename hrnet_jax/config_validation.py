@@ -289,5 +289,11 @@ def validate_topology(config, *, device_count: int, process_count: int,
   if eval_batch % process_count:
     _fail('eval.global_batch_size', eval_batch,
           f'must be divisible by the {process_count} processes')
+  # Evaluation batches are split over every device like training ones; a training run
+  # evaluates unless eval.every_steps < 0, and must not find out after its last step.
+  evaluates = mode != 'train' or int(config.eval.every_steps) >= 0
+  if evaluates and eval_batch % device_count:
+    _fail('eval.global_batch_size', eval_batch,
+          f'must be a multiple of the {device_count} devices')
   if config.mesh.fsdp > 1 and device_count % int(config.mesh.fsdp):
     _fail('mesh.fsdp', int(config.mesh.fsdp), f'must divide the {device_count} devices')

@@ -377,6 +377,15 @@ def test_browse_writes_the_sample_grid_and_the_class_frequency_chart(streets, tm
 
 # --- the documented run (multi-minute: slow tier) ---------------------------------------
 
+def _one_cpu_env():
+  """The user's environment: one CPU device, not the 8 the test session simulates."""
+  env = dict(os.environ)
+  flags = env.get('XLA_FLAGS', '').split()
+  env['XLA_FLAGS'] = ' '.join(f for f in flags
+                              if not f.startswith('--xla_force_host_platform_device_count'))
+  return env
+
+
 @pytest.mark.slow
 def test_the_documented_folder_run_reaches_miou_0_7(tmp_path):
   """docs/custom_data.md step 3: 60 scenes, configs/folder_seg.py, mIoU >= 0.7 on val."""
@@ -387,7 +396,7 @@ def test_the_documented_folder_run_reaches_miou_0_7(tmp_path):
       [sys.executable, 'train.py', '--config=configs/folder_seg.py',
        f'--workdir={tmp_path / "run"}', f'--config.data.root={root}',
        f'--config.data.data_dir={tmp_path / "tfds"}'],
-      capture_output=True, text=True, check=False, cwd=repo)
+      capture_output=True, text=True, check=False, cwd=repo, env=_one_cpu_env())
   assert result.returncode == 0, result.stderr[-5000:]
   with open(tmp_path / 'run' / 'final_metrics.json') as f:
     metrics = json.load(f)
