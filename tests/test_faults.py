@@ -242,6 +242,13 @@ def test_config_mistakes_are_one_line_before_any_work(tmp_path, override, words)
   assert not os.path.exists(tmp_path / 'w' / 'checkpoints')
 
 
+def test_eval_batch_that_does_not_divide_over_the_devices_fails_before_training(tmp_path):
+  result = train(tmp_path / 'w', '--config.eval.global_batch_size=3',
+                 '--config.eval.every_steps=8', check=False)
+  assert_one_line(result, 'config.eval.global_batch_size=3', 'multiple of the 2 devices')
+  assert not os.path.exists(tmp_path / 'w' / 'checkpoints')
+
+
 def test_empty_eval_split_is_one_line_naming_the_split(tmp_path):
   result = train(tmp_path / 'w', '--config.data.eval_split=validation[:0]',
                  '--config.eval.every_steps=8', check=False)
