@@ -30,6 +30,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 from hrnet_jax.data import folder_checks  # pylint: disable=g-import-not-at-top
 from hrnet_jax.data import folder_classes  # pylint: disable=g-import-not-at-top
 from hrnet_jax.data import folder_layout  # pylint: disable=g-import-not-at-top
+from hrnet_jax.data import sources  # pylint: disable=g-import-not-at-top
 from hrnet_jax.data.errors import DataError  # pylint: disable=g-import-not-at-top
 
 TFDS_NAME = 'hrnet_folder'
@@ -137,14 +138,9 @@ def check_and_build(spec, data_dir: str) -> str:
 @contextlib.contextmanager
 def _lock(config_name: str):
   """Serialises builds of one folder by several processes (outside the data_dir)."""
-  import fcntl  # pylint: disable=g-import-not-at-top
-  path = os.path.join(tempfile.gettempdir(), f'.{TFDS_NAME}_{config_name}.lock')
-  with open(path, 'w') as f:
-    fcntl.flock(f, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(f, fcntl.LOCK_UN)
+  with sources.file_lock(os.path.join(tempfile.gettempdir(),
+                                      f'.{TFDS_NAME}_{config_name}.lock')):
+    yield
 
 
 def get_builder(info, *, data_dir: str, manual_dir: str | None = None, build: bool = True):

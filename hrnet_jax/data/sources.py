@@ -60,9 +60,15 @@ def _build_lock(data_dir: str, name: str):
   if '://' in data_dir:   # gs:// etc.: no local lock; build ahead with hrnet_jax.data.build
     yield
     return
-  import fcntl  # pylint: disable=g-import-not-at-top
   os.makedirs(data_dir, exist_ok=True)
-  path = os.path.join(data_dir, f'.{name.replace("/", "_")}.lock')
+  with file_lock(os.path.join(data_dir, f'.{name.replace("/", "_")}.lock')):
+    yield
+
+
+@contextlib.contextmanager
+def file_lock(path: str):
+  """An exclusive flock on `path` (created if missing) for the duration of the block."""
+  import fcntl  # pylint: disable=g-import-not-at-top
   with open(path, 'w') as f:
     fcntl.flock(f, fcntl.LOCK_EX)
     try:
