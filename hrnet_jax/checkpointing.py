@@ -150,7 +150,8 @@ def _load_training(root: str, which: str) -> tuple[dict[str, Any], dict[str, Any
     failures = []
     for step in steps:
       try:
-        result = _read_step(manager, step)
+        with train_checkpoints.abandoned_reads_quiet():
+          result = _read_step(manager, step)
       except Exception as e:  # pylint: disable=broad-except  # Orbax raises many types
         failures.append((step, describe_error(e)))
         continue

@@ -25,10 +25,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gc
 import json
 import logging as std_logging
 import os
 import shutil
+import sys
 from typing import Any
 
 from absl import logging
@@ -91,6 +93,46 @@ logging.get_absl_logger().addFilter(_OneLineOrbaxErrors())
 
 _OS_MESSAGES = ('No space left on device', 'Permission denied', 'Read-only file system',
                 'Disk quota exceeded', 'No such file or directory', 'Not a directory')
+
+
+@contextlib.contextmanager
+def abandoned_reads_quiet():
+  """Drops what Orbax's abandoned array reads print while an unreadable step is tried.
+
+  When one array of a step fails, Orbax gives up on the others; their coroutines are
+  closed later and each one turns the close into a new exception, which Python prints
+  as 'Exception ignored in: <coroutine ...>' with a traceback, and asyncio logs the
+  abandoned gather as 'exception was never retrieved' (hundreds of lines in all). The
+  failure itself reaches the user as one line, so these are dropped unless
+  HRNET_DEBUG=1.
+  """
+  previous = sys.unraisablehook
+
+  def from_orbax(tb) -> bool:
+    while tb is not None:
+      if '/orbax/' in tb.tb_frame.f_code.co_filename:
+        return True
+      tb = tb.tb_next
+    return False
+
+  def hook(unraisable):
+    if debug_enabled() or not from_orbax(unraisable.exc_traceback):
+      previous(unraisable)
+
+  class NeverRetrieved(std_logging.Filter):
+    # asyncio's "exception was never retrieved" for the gather Orbax abandoned.
+    def filter(self, record: std_logging.LogRecord) -> bool:
+      return debug_enabled() or not (record.exc_info and from_orbax(record.exc_info[2]))
+
+  asyncio_logger, quiet = std_logging.getLogger('asyncio'), NeverRetrieved()
+  sys.unraisablehook = hook
+  asyncio_logger.addFilter(quiet)
+  try:
+    yield
+  finally:
+    gc.collect()   # finalize the abandoned reads while the filters are in place
+    sys.unraisablehook = previous
+    asyncio_logger.removeFilter(quiet)
 
 
 def describe_error(error: BaseException) -> str:
@@ -382,9 +424,10 @@ class TrainCheckpointManager:
     bad = []
     for candidate in steps:
       try:
-        restored = self._last.restore(candidate, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data_state=ocp.args.JsonRestore()))
+        with abandoned_reads_quiet():
+          restored = self._last.restore(candidate, args=ocp.args.Composite(
+              state=ocp.args.StandardRestore(abstract_state),
+              data_state=ocp.args.JsonRestore()))
         loader_state = _loader_state(restored['data_state'])
       except Exception as e:  # pylint: disable=broad-except  # Orbax raises many types
         bad.append((candidate, describe_error(e)))
