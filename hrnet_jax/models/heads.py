@@ -8,7 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from hrnet_jax.models.blocks import Bottleneck
-from hrnet_jax.models.layers import BatchNorm, Conv2d, Linear, ModelOptions, concat_branches
+from hrnet_jax.models.layers import (BatchNorm, Conv2d, Linear, ModelOptions, at_least_f32,
+                                     concat_branches)
 
 
 class SegHead(nn.Module):
@@ -74,7 +75,7 @@ class ClsHead(nn.Module):
       y = ys[i] + y
     y = Conv2d(2048, 1, use_bias=self.head_conv_bias, opts=o, name='final_conv')(y)
     y = nn.relu(BatchNorm(o, name='final_bn')(y, train))
-    pooled = jnp.mean(y.astype(jnp.float32), axis=(1, 2)).astype(o.dtype)
+    pooled = jnp.mean(y.astype(at_least_f32(y.dtype)), axis=(1, 2)).astype(o.dtype)
     return Linear(self.num_classes, opts=o, name='classifier')(pooled)
 
 

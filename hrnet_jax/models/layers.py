@@ -16,6 +16,12 @@ from hrnet_jax.models import resize
 Dtype = Any
 
 
+def at_least_f32(dtype) -> Any:
+  """The dtype of statistics, softmaxes and losses: float32 under bf16/f16/f32 compute,
+  float64 when the model computes in float64 (parity runs under jax_enable_x64)."""
+  return jnp.promote_types(dtype, jnp.float32)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelOptions:
   """Numerics and faithfulness switches shared by every layer of one model.
@@ -134,7 +140,7 @@ class BatchNorm(nn.Module):
 
   Differs from flax.linen.BatchNorm where parity needs it: momentum in PyTorch's
   convention, the running variance updated with the unbiased batch variance (as
-  torch does), two-pass variance in float32. Under `jax.jit` with the batch sharded
+  torch does), two-pass variance in float32 (or wider, see at_least_f32). Under `jax.jit` with the batch sharded
   over a mesh the batch mean is global: SyncBN without any collective written here.
   """
   opts: ModelOptions = ModelOptions()
@@ -144,10 +150,12 @@ class BatchNorm(nn.Module):
     channels = x.shape[-1]
     scale = self.param('scale', nn.initializers.ones, (channels,), self.opts.param_dtype)
     bias = self.param('bias', nn.initializers.zeros, (channels,), self.opts.param_dtype)
-    running_mean = self.variable('batch_stats', 'mean', jnp.zeros, (channels,), jnp.float32)
-    running_var = self.variable('batch_stats', 'var', jnp.ones, (channels,), jnp.float32)
+    wide = at_least_f32(self.opts.dtype)
+    stats_dtype = at_least_f32(self.opts.param_dtype)
+    running_mean = self.variable('batch_stats', 'mean', jnp.zeros, (channels,), stats_dtype)
+    running_var = self.variable('batch_stats', 'var', jnp.ones, (channels,), stats_dtype)
     if train:
-      xf = x.astype(jnp.float32)
+      xf = x.astype(wide)
       axes = tuple(range(x.ndim - 1))
       mean = jnp.mean(xf, axes)
       var = jnp.mean(jnp.square(xf - mean), axes)
@@ -159,8 +167,8 @@ class BatchNorm(nn.Module):
         running_var.value = (1.0 - m) * running_var.value + m * unbiased
     else:
       mean, var = running_mean.value, running_var.value
-    mul = jax.lax.rsqrt(var + self.opts.bn_eps) * scale.astype(jnp.float32)
-    add = bias.astype(jnp.float32) - mean * mul
+    mul = jax.lax.rsqrt(var + self.opts.bn_eps) * scale.astype(wide)
+    add = bias.astype(wide) - mean * mul
     dtype = self.opts.dtype
     return x.astype(dtype) * mul.astype(dtype) + add.astype(dtype)
 

@@ -10,7 +10,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hrnet_jax.models.layers import BatchNorm, Conv2d, ModelOptions, concat_branches
+from hrnet_jax.models.layers import (BatchNorm, Conv2d, ModelOptions, at_least_f32,
+                                     concat_branches)
 
 
 class ConvBNReLU(nn.Module):
@@ -33,8 +34,9 @@ def spatial_gather(feats: jax.Array, region_logits: jax.Array) -> jax.Array:
   """
   n, h, w, c = feats.shape
   k = region_logits.shape[-1]
-  weights = jax.nn.softmax(region_logits.reshape(n, h * w, k).astype(jnp.float32), axis=1)
-  ctx = jnp.einsum('npk,npc->nkc', weights, feats.reshape(n, h * w, c).astype(jnp.float32))
+  wide = at_least_f32(feats.dtype)
+  weights = jax.nn.softmax(region_logits.reshape(n, h * w, k).astype(wide), axis=1)
+  ctx = jnp.einsum('npk,npc->nkc', weights, feats.reshape(n, h * w, c).astype(wide))
   return ctx.reshape(n, k, 1, c).astype(feats.dtype)
 
 
@@ -52,9 +54,10 @@ class ObjectAttention(nn.Module):
     key = ConvBNReLU(kc, opts=o, name='f_object0')(proxy, train)
     key = ConvBNReLU(kc, opts=o, name='f_object1')(key, train)
     value = ConvBNReLU(kc, opts=o, name='f_down')(proxy, train)
-    q = q.reshape(n, h * w, kc).astype(jnp.float32)
-    key = key.reshape(n, -1, kc).astype(jnp.float32)
-    value = value.reshape(n, -1, kc).astype(jnp.float32)
+    wide = at_least_f32(o.dtype)
+    q = q.reshape(n, h * w, kc).astype(wide)
+    key = key.reshape(n, -1, kc).astype(wide)
+    value = value.reshape(n, -1, kc).astype(wide)
     sim = jax.nn.softmax(jnp.einsum('npc,nkc->npk', q, key) * kc ** -0.5, axis=-1)
     context = jnp.einsum('npk,nkc->npc', sim, value).reshape(n, h, w, kc).astype(o.dtype)
     return ConvBNReLU(c, opts=o, name='f_up')(context, train)

@@ -14,13 +14,20 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def _source_coords(in_size: int, out_size: int, align_corners: bool) -> np.ndarray:
+def _source_coords(in_size: int, out_size: int, align_corners: bool,
+                   wide: bool = False) -> np.ndarray:
   """Source coordinate of every output pixel, as PyTorch computes it for `size=`.
 
-  In float32 like PyTorch's kernels, whose compiled `scale * (dst + 0.5) - 0.5` is a
-  fused multiply-add (one rounding); float64 coordinates differ from theirs by up to
-  ~1e-5 on large maps.
+  In float32 like PyTorch's kernels for float32 tensors, whose compiled
+  `scale * (dst + 0.5) - 0.5` is a fused multiply-add (one rounding); float64
+  coordinates differ from theirs by up to ~1e-5 on large maps. `wide`: float64, as
+  PyTorch computes them for float64 tensors.
   """
+  if wide:
+    dst = np.arange(out_size, dtype=np.float64)
+    if align_corners:
+      return dst * ((in_size - 1) / (out_size - 1) if out_size > 1 else 0.0)
+    return np.maximum((in_size / out_size) * (dst + 0.5) - 0.5, 0.0)
   f32 = np.float32
   dst = np.arange(out_size, dtype=f32)
   if align_corners:
@@ -32,17 +39,19 @@ def _source_coords(in_size: int, out_size: int, align_corners: bool) -> np.ndarr
   return np.maximum(fused.astype(f32), f32(0))
 
 
-def linear_weights(in_size: int, out_size: int, align_corners: bool) -> np.ndarray:
+def linear_weights(in_size: int, out_size: int, align_corners: bool,
+                   dtype=np.float32) -> np.ndarray:
   """(out_size, in_size) matrix M so that M @ signal is the 1-D linear resize."""
-  src = _source_coords(in_size, out_size, align_corners)
+  wide = np.dtype(dtype) == np.float64
+  src = _source_coords(in_size, out_size, align_corners, wide)
   lo = np.minimum(np.floor(src).astype(np.int64), in_size - 1)
   hi = np.minimum(lo + 1, in_size - 1)
-  frac = (src - lo.astype(np.float32)).astype(np.float64)
+  frac = (src - lo.astype(src.dtype)).astype(np.float64)
   weights = np.zeros((out_size, in_size), np.float64)
   rows = np.arange(out_size)
   np.add.at(weights, (rows, lo), 1.0 - frac)
   np.add.at(weights, (rows, hi), frac)
-  return weights.astype(np.float32)
+  return weights.astype(np.float64 if wide else np.float32)
 
 
 def _check(x: jax.Array, size: Sequence[int]) -> tuple:
@@ -65,13 +74,14 @@ def resize_bilinear(x: jax.Array, size: Sequence[int], *,
     return x
   compute = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
   # Full precision for fp32 inputs: on TPU the default matmul precision is bf16.
-  precision = jax.lax.Precision.HIGHEST if compute == jnp.float32 else None
+  precision = (jax.lax.Precision.HIGHEST if compute in (jnp.float32, jnp.float64)
+               else None)
   y = x.astype(compute)
   if in_h != out_h:
-    wh = jnp.asarray(linear_weights(in_h, out_h, align_corners), compute)
+    wh = jnp.asarray(linear_weights(in_h, out_h, align_corners, compute), compute)
     y = jnp.einsum('oh,nhwc->nowc', wh, y, precision=precision)
   if in_w != out_w:
-    ww = jnp.asarray(linear_weights(in_w, out_w, align_corners), compute)
+    ww = jnp.asarray(linear_weights(in_w, out_w, align_corners, compute), compute)
     y = jnp.einsum('ow,nhwc->nhoc', ww, y, precision=precision)
   return y
 

@@ -58,10 +58,11 @@ def classification_loss(logits, labels, *, label_smoothing: float = 0.0):
   import jax  # pylint: disable=g-import-not-at-top  (not in the data-loader workers)
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32)
+  wide = jnp.promote_types(logits.dtype, jnp.float32)
+  targets = jax.nn.one_hot(labels, logits.shape[-1], dtype=wide)
   if label_smoothing:
     targets = optax.smooth_labels(targets, label_smoothing)
-  return jnp.mean(optax.softmax_cross_entropy(logits.astype(jnp.float32), targets))
+  return jnp.mean(optax.softmax_cross_entropy(logits.astype(wide), targets))
 
 
 class ClassificationTask(base.Task):

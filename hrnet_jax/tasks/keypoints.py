@@ -145,8 +145,9 @@ def joints_mse_loss(heatmaps, target, target_weight):
   """JointsMSELoss(use_target_weight): 0.5 * mean over (B, H, W, J) of
   (w * pred - w * gt)^2; invisible joints count as zeros."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  w = target_weight.astype(jnp.float32)[:, None, None, :]
-  diff = heatmaps.astype(jnp.float32) * w - target.astype(jnp.float32) * w
+  wide = jnp.promote_types(heatmaps.dtype, jnp.float32)
+  w = target_weight.astype(wide)[:, None, None, :]
+  diff = heatmaps.astype(wide) * w - target.astype(wide) * w
   return 0.5 * jnp.mean(diff ** 2)
 
 

@@ -20,11 +20,12 @@ import jax
 import jax.numpy as jnp
 
 from hrnet_jax.models import resize
+from hrnet_jax.models.layers import at_least_f32
 
 
 def upsample_logits(logits: jax.Array, size: Sequence[int], *, align_corners: bool) -> jax.Array:
   """float32 logits (N, h, w, C) -> (N, H, W, C) at the label size."""
-  return resize.resize_bilinear(logits.astype(jnp.float32), tuple(size),
+  return resize.resize_bilinear(logits.astype(at_least_f32(logits.dtype)), tuple(size),
                                 align_corners=align_corners)
 
 
@@ -32,15 +33,16 @@ def _pixel_nll(logits: jax.Array, labels: jax.Array, ignore_label: int):
   """(-log p_true, p_true, valid) per pixel; ignored pixels read class 0."""
   valid = labels != ignore_label
   safe = jnp.where(valid, labels, 0).astype(jnp.int32)
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  logp = jax.nn.log_softmax(logits.astype(at_least_f32(logits.dtype)), axis=-1)
   logp_true = jnp.take_along_axis(logp, safe[..., None], axis=-1)[..., 0]
   return -logp_true, jnp.exp(logp_true), valid, safe
 
 
-def _weights(safe_labels: jax.Array, class_weights: Sequence[float] | None) -> jax.Array:
+def _weights(safe_labels: jax.Array, class_weights: Sequence[float] | None,
+             dtype=jnp.float32) -> jax.Array:
   if class_weights is None or len(class_weights) == 0:
-    return jnp.ones(safe_labels.shape, jnp.float32)
-  return jnp.asarray(class_weights, jnp.float32)[safe_labels]
+    return jnp.ones(safe_labels.shape, dtype)
+  return jnp.asarray(class_weights, dtype)[safe_labels]
 
 
 def _check_classes(logits: jax.Array, class_weights) -> None:
@@ -60,7 +62,7 @@ def weighted_cross_entropy(logits: jax.Array, labels: jax.Array, *,
   """
   _check_classes(logits, class_weights)
   nll, _, valid, safe = _pixel_nll(logits, labels, ignore_label)
-  w = jnp.where(valid, _weights(safe, class_weights), 0.0)
+  w = jnp.where(valid, _weights(safe, class_weights, nll.dtype), 0.0)
   total = jnp.sum(w)
   return jnp.where(total > 0, jnp.sum(w * nll) / jnp.where(total > 0, total, 1.0), 0.0)
 
@@ -77,7 +79,7 @@ def ohem_cross_entropy(logits: jax.Array, labels: jax.Array, *,
   """
   _check_classes(logits, class_weights)
   nll, p, valid, safe = _pixel_nll(logits, labels, ignore_label)
-  pixel_loss = _weights(safe, class_weights) * nll
+  pixel_loss = _weights(safe, class_weights, nll.dtype) * nll
   p_flat = p.reshape(-1)
   valid_flat = valid.reshape(-1)
   # Ignored pixels sort after every probability (which are <= 1).

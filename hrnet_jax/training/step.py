@@ -145,10 +145,14 @@ def make_loss_fn(model, task_loss: Callable[[Any, Any], jax.Array]):
   batch)` is the task's loss (`Task.make_loss`), which reads whatever else the batch
   carries (labels, targets, weights).
   """
+  opts = getattr(model, 'opts', None)
+  input_dtype = (jnp.promote_types(opts.dtype, jnp.float32) if opts is not None
+                 else jnp.float32)
 
   def loss_fn(params, batch_stats, batch, rng):
     out, mutated = model.apply({'params': params, 'batch_stats': batch_stats},
-                               normalization.normalize(batch['image']), train=True,
+                               normalization.normalize(batch['image'], input_dtype),
+                               train=True,
                                mutable=['batch_stats'], rngs={'dropout': rng})
     return task_loss(out, batch), mutated['batch_stats']
 
