@@ -13,8 +13,8 @@ Run:
 
 Tuned for a short CPU run, not a paper recipe: random init, Adam lr 3e-3 with one drop
 at step 1000, sigma 2 on 32x24 heatmaps, milder augmentation (rotation 30, scale 0.25,
-no half body). Measured: AP 0.522 (AP50 0.884, AR 0.555) after 1,200 steps, 34.6 min on
-a 2-core machine shared with other jobs (~0.6 steps/s); see docs/keypoints.md.
+no half body). Measured on an idle 2-core CPU: AP 0.524 (AP50 0.892, AR 0.556) after
+1,200 steps, 5 min 41 s in all (~3.8 steps/s); see docs/keypoints.md.
 """
 from configs import keypoints_common
 

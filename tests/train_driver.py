@@ -2,12 +2,16 @@
 
     python tests/train_driver.py WORKDIR [--signal term|kill --at STEP]
         [--process_id I --num_processes N --port P] [--config NAME] [--set key=value ...]
+        [--evaluate CHECKPOINT]
 
 Training runs in a child process because it imports TensorFlow (TensorBoard writers,
 TFDS), which must not share a process with PyTorch from other tests, and because
 kill -9 needs a process to kill. `--signal` delivers SIGTERM or SIGKILL to itself
 right after STEP was dispatched (for kill, once the checkpoint before it is on disk,
-so the restart has something to resume from).
+so the restart has something to resume from). `--evaluate` runs eval.py's `run` on
+CHECKPOINT instead of training, with WORKDIR as its output directory (eval.py itself
+takes its multi-host set-up from flags; this takes it from the same arguments as
+training).
 """
 import argparse
 import ast
@@ -68,6 +72,7 @@ def main():
   parser.add_argument('--process_id', type=int)
   parser.add_argument('--num_processes', type=int)
   parser.add_argument('--port', type=int)
+  parser.add_argument('--evaluate', metavar='CHECKPOINT')
   args = parser.parse_args()
 
   sys.path.insert(0, ROOT)
@@ -87,6 +92,12 @@ def main():
   config = tiny_config(args.config)
   for assignment in args.set:
     _set(config, assignment)
+  if args.evaluate:
+    spec = importlib.util.spec_from_file_location('eval_cli', os.path.join(ROOT, 'eval.py'))
+    eval_cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_cli)
+    eval_cli.run(config, checkpoint=args.evaluate, workdir=args.workdir)
+    return
 
   def callback(step):
     if args.signal is None or step != args.at:
