@@ -1,7 +1,7 @@
 """Shared settings of the keypoint configs (not a config itself): the pose recipe of
 deep-high-resolution-net.pytorch and the landmark recipe of HRNet-Facial-Landmark-Detection.
 
-The variant configs (coco_pose_*, mpii_pose_*, wflw_w18, face300w_w18, cofw_w18,
+The variant configs (coco_pose_*, mpii_pose_*, wflw_w18, 300w_w18, cofw_w18,
 aflw_w18, quickstart_pose) call `pose_config` / `landmark_config` and change a few
 fields. Optimiser: the official recipes use Adam with MultiStepLR stepped per epoch;
 `config.optimizer` below names it (name 'adam', schedule 'step' with boundaries at the

@@ -112,7 +112,7 @@ def registry_entries(DatasetInfo):  # pylint: disable=invalid-name
       files = (archives[face], f'face_landmarks_{face}_train.csv',
                f'face_landmarks_{face}_{extra[0][1]}.csv')
     infos.append(DatasetInfo(
-        # Registry names are identifiers: '300w' is 'face300w' (also its config module).
+        # Registry names are identifiers: '300w' is 'face300w' (its config is configs/300w_w18.py).
         name='face300w' if face == '300w' else face, tfds_name=f'face_landmarks/{face}',
         task='landmarks', num_classes=NUM_LANDMARKS[face],
         class_names=tuple(f'landmark_{i}' for i in range(NUM_LANDMARKS[face])),

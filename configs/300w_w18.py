@@ -1,6 +1,6 @@
-"""HRNetV2-W18 facial landmarks on face300w (HRNet-Facial-Landmark-Detection).
+"""HRNetV2-W18 facial landmarks on 300W (HRNet-Facial-Landmark-Detection).
 
-The 300W config is face300w_w18.py (a Python module name cannot start with a digit).
+The dataset is registered as `face300w` (registry names are identifiers).
 
 Published (README, NME % with the dataset's normalisation): 300W full (valid) 3.34, common
 2.91, challenging 5.11, test 3.85.
@@ -11,9 +11,9 @@ epochs 30 and 50, 60 epochs of the 3148 training faces, batch 16; the best
 checkpoint has the lowest NME.
 
 Run:
-  python train.py --config=configs/face300w_w18.py --workdir=/ckpt/face300w_w18 \
+  python train.py --config=configs/300w_w18.py --workdir=/ckpt/300w_w18 \
       --config.data.manual_dir=~/downloads/face300w --config.init_checkpoint=/ckpt/hrnetv2_w18
-Official weights: python -m hrnet_jax.convert --src HR18-<SET>.pth --out /ckpt/face300w_w18
+Official weights: python -m hrnet_jax.convert --src HR18-<SET>.pth --out /ckpt/300w_w18
 """
 from configs import keypoints_common
 
