@@ -128,6 +128,13 @@ def get_config():
   # upsample the prediction back to the label size, as the official LIP testval does
   # with (473, 473). None = test at the image's own size.
   config.eval.resize_input = config_dict.placeholder(tuple)
+  # Images of varying size (data.eval_pad_size set): True = fixed-shape programs, so
+  # compilations depend on the scales, not on the number of distinct sizes; exact but
+  # where the network sees a whole image ('whole' mode, 'border' at scales <= 1): it
+  # sees it padded with black to eval_pad_size, which changes predictions within its
+  # reach of the border. False = each image at its true size, one compilation per
+  # size. See hrnet_jax/evaluation/bucketed.py.
+  config.eval.size_buckets = True
   config.eval.scales = (1.0,)             # (0.5, 0.75, 1.0, 1.25, 1.5, 1.75) for ms
   config.eval.flip = False
   config.eval.num_pictures = 4            # prediction pictures written per evaluation

@@ -258,6 +258,7 @@ def validate(config, *, mode: str = 'train', check_paths: bool = True):
   c.number('eval.stride_rate', lo=0, hi=1, lo_open=True)
   c.choice('eval.window_layout', ('border', 'pad'))
   c.pair('eval.resize_input', lo=32, optional=True)
+  c.bool('eval.size_buckets')
   c.numbers('eval.scales', positive=True, allow_empty=False)
   c.bool('eval.flip')
   c.int('eval.num_pictures', lo=0)

@@ -122,11 +122,13 @@ def test_submission_maps_train_ids_back_to_cityscapes_label_ids(tmp_path):
 
 @pytest.mark.slow
 def test_per_image_path_equals_image_by_image_reference(setup):
-  """Images of varying size padded into a batch are evaluated at their true size."""
+  """Images of varying size padded into a batch are evaluated at their true size
+  (`eval.size_buckets = False`; the fixed-shape default is tests/test_eval_buckets.py)."""
   model, variables = setup['model'], setup['variables']
   config = lib_config(setup)
   config.unlock()
   config.data.eval_pad_size = (96, 96)
+  config.eval.size_buckets = False
   config.data.base_size = 96      # long side at scale 1: every image keeps its size
   rng = np.random.default_rng(5)
   sizes = [(64, 96), (96, 40)]

@@ -5,11 +5,15 @@ device: the protocol (`inference.predict_probs`), the argmax, and the confusion 
 counted per device and summed over devices and hosts (`metrics.confusion_matrix_fn`).
 
 Datasets of varying image size (`config.data.eval_pad_size` set) are evaluated image by
-image at the true size, as the official code tests one image at a time (padding them to
-a common size would change what the network sees): examples are spread round-robin over
-this process's devices (dispatch is asynchronous, so they run in parallel), one
-compilation per distinct size, and the per-process matrices are summed over processes
-at the end.
+image, as the official code tests one image at a time: examples are spread round-robin
+over this process's devices (dispatch is asynchronous, so they run in parallel) and the
+per-process matrices are summed over processes at the end. By default each image runs on
+fixed-shape programs (`evaluation/bucketed.py`: windows at true positions, size-dependent
+parts padded to buckets), so the number of compilations depends on the scales, not on
+how many distinct sizes the dataset has; that equals true-size inference except where
+the network sees a whole image, which it sees padded to the bucket (near its border).
+`config.eval.size_buckets = False` evaluates each image at its true size instead: exact
+whole-image inference, one compilation per distinct size.
 """
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
+from hrnet_jax.evaluation import bucketed
 from hrnet_jax.evaluation import evaluator
 from hrnet_jax.evaluation import inference
 from hrnet_jax.evaluation import metrics
@@ -58,15 +63,20 @@ def make_seg_step(model, *, protocol: inference.Protocol, mesh: Mesh, num_classe
 
 
 class _PerImage:
-  """One image at its true size on one of this process's devices."""
+  """One image at a time on one of this process's devices, round-robin."""
 
   def __init__(self, model, variables, *, protocol, mesh: Mesh, num_classes: int,
                ignore_label: int):
-    self.devices = jax.local_devices()
+    self.devices = list(mesh.local_devices)
     # Replicate first: training may hand in parameters sharded over several hosts.
     replicated = jax.jit(lambda v: v, out_shardings=NamedSharding(mesh, P()))(variables)
     local = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), replicated)
     self.variables = [jax.device_put(local, d) for d in self.devices]
+    self.next = 0
+    self.setup(model, protocol=protocol, num_classes=num_classes, ignore_label=ignore_label)
+
+  def setup(self, model, *, protocol, num_classes, ignore_label):
+    """The true-size protocol: one compilation per distinct image size."""
     logits_fn = inference.seg_logits_fn(model)
 
     def fn(v, image, label):
@@ -77,13 +87,37 @@ class _PerImage:
       return cm, pred[0]
 
     self.fn = jax.jit(fn)
-    self.next = 0
 
-  def __call__(self, image: np.ndarray, label: np.ndarray):
-    k = self.next % len(self.devices)
-    self.next += 1
+  def run(self, k: int, image: np.ndarray, label: np.ndarray):
     put = lambda x: jax.device_put(x[None], self.devices[k])
     return self.fn(self.variables[k], put(image), put(np.asarray(label, np.int32)))
+
+  def __call__(self, image: np.ndarray, label: np.ndarray):
+    """(confusion matrix, prediction whose top-left label-sized corner is the result)."""
+    k = self.next % len(self.devices)
+    self.next += 1
+    return self.run(k, image, label)
+
+
+class _Bucketed(_PerImage):
+  """One image at a time on fixed-shape programs (`bucketed`): compilations depend on
+  the scales and window shapes, not on how many distinct image sizes there are."""
+
+  def __init__(self, *args, image_bucket, label_bucket, resize_output, bucket_setting,
+               **kwargs):
+    self.buckets = dict(image_bucket=image_bucket, label_bucket=label_bucket,
+                        resize_output=resize_output, bucket_setting=bucket_setting)
+    super().__init__(*args, **kwargs)
+
+  def setup(self, model, *, protocol, num_classes, ignore_label):
+    self.predictor = bucketed.BucketedPredictor(
+        model, protocol=protocol, num_classes=num_classes, ignore_label=ignore_label,
+        **self.buckets)
+
+  def run(self, k: int, image: np.ndarray, label: np.ndarray):
+    cm, pred, _ = self.predictor(image, np.asarray(label, np.int32), self.devices[k],
+                                 self.variables[k])
+    return cm, pred
 
 
 class SegmentationEvaluator:
@@ -102,7 +136,16 @@ class SegmentationEvaluator:
     self.confusion = metrics.ConfusionMatrix(self.num_classes)
     self.per_image = None
     self.step = None
-    if config.data.get('eval_pad_size', None):
+    pad_size = config.data.get('eval_pad_size', None)
+    if pad_size and config.eval.get('size_buckets', True):
+      pad_size = tuple(int(x) for x in pad_size)
+      self.per_image = _Bucketed(
+          model, variables, protocol=protocol, mesh=mesh, num_classes=self.num_classes,
+          ignore_label=self.ignore_label, image_bucket=self.resize_to or pad_size,
+          label_bucket=pad_size, resize_output=bool(self.resize_to),
+          bucket_setting=('config.eval.resize_input' if self.resize_to
+                          else 'config.data.eval_pad_size'))
+    elif pad_size:
       self.per_image = _PerImage(model, variables, protocol=protocol, mesh=mesh,
                                  num_classes=self.num_classes, ignore_label=self.ignore_label)
     else:
@@ -128,7 +171,7 @@ class SegmentationEvaluator:
       image = resize_input(batch['image'][i, :h, :w], self.resize_to)
       confusion, pred = self.per_image(image, label[i, :h, :w])
       self.confusion.add(confusion)
-      local_preds[i, :h, :w] = np.asarray(pred)
+      local_preds[i, :h, :w] = np.asarray(pred)[:h, :w]
     return local_preds
 
   def local_predictions(self, outputs) -> np.ndarray:
