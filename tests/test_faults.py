@@ -136,7 +136,7 @@ def test_os_errors_are_one_line_naming_path_and_cause():
   assert cli.describe(OSError(28, 'No space left on device', '/w/x')) == (
       '/w/x: no space left on device (free some space or use another directory)')
   assert 'read-only file system' in cli.describe(OSError(30, 'Read-only file system', '/w'))
-  from hrnet_jax import train_checkpoints  # pylint: disable=g-import-not-at-top
+  from hrnet_jax.checkpointing import store  # pylint: disable=g-import-not-at-top
   inner = ValueError('RESOURCE_EXHAUSTED: Failed to write 803236 bytes to file 6: '
                      'No space left on device [os_error_code=28]')
   try:
@@ -145,7 +145,7 @@ def test_os_errors_are_one_line_naming_path_and_cause():
     except ValueError as e:
       raise RuntimeError('commit failed') from e
   except RuntimeError as outer:
-    assert train_checkpoints.describe_error(outer) == 'No space left on device'
+    assert store.describe_error(outer) == 'No space left on device'
 
 
 def test_build_child_dies_with_its_parent(tmp_path):
@@ -187,11 +187,11 @@ def test_a_rerun_removes_what_an_interrupted_build_left(tmp_path):
 
 
 def test_data_state_is_saved_once_and_fits_any_process_count():
-  from hrnet_jax import train_checkpoints  # pylint: disable=g-import-not-at-top
+  from hrnet_jax.checkpointing import store  # pylint: disable=g-import-not-at-top
   state = {'version': 1, 'next_step': 6, 'seed': 0}
-  assert train_checkpoints._loader_state({'version': 2, 'loader': state}) == state
+  assert store._loader_state({'version': 2, 'loader': state}) == state
   # Written before: one identical copy per process, e.g. by 2 processes; read by 1.
-  assert train_checkpoints._loader_state({'processes': [state, state]}) == state
+  assert store._loader_state({'processes': [state, state]}) == state
 
 
 def test_a_failed_save_names_the_cause_and_the_last_good_step(tmp_path):

@@ -35,3 +35,11 @@ def test_requirements_txt_installs_the_package_and_dev_file_builds_on_it():
   assert '-e .' in lines
   dev = (ROOT / 'requirements-dev.txt').read_text().splitlines()
   assert '-r requirements.txt' in dev
+
+
+def test_orbax_is_imported_by_one_module_only():
+  """The design rule: checkpoint format and policy live in hrnet_jax/checkpointing/store.py."""
+  importers = sorted(
+      str(p.relative_to(ROOT)) for p in (ROOT / 'hrnet_jax').rglob('*.py')
+      if re.search(r'^\s*(import orbax|from orbax)', p.read_text(), re.MULTILINE))
+  assert importers == ['hrnet_jax/checkpointing/store.py']

@@ -1,4 +1,6 @@
-"""Training checkpoints of a workdir: one Orbax CheckpointManager owns the policy.
+"""Everything that touches Orbax: the training checkpoint manager and model-directory I/O.
+
+The training checkpoints of a workdir: one Orbax CheckpointManager owns the policy.
 
 The trainer needs four calls::
 
@@ -10,7 +12,7 @@ The trainer needs four calls::
 
 * Saving: Orbax decides the interval steps (`save_interval_steps` through a
   FixedIntervalPolicy) and keeps the latest K (LatestN). SIGTERM and Ctrl-C request a
-  save at a step every process agrees on (hrnet_jax/preemption.py). The best
+  save at a step every process agrees on (checkpointing/preemption.py). The best
   checkpoint by the task's score stays in its own `best/` directory (a second
   manager keeping BestN(1)): workdirs and `--which=best` readers written before
   keep working, and the latest-K rotation cannot drop the best one.
@@ -25,133 +27,37 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import gc
 import json
 import logging as std_logging
 import os
 import shutil
-import sys
 from typing import Any
 
 from absl import logging
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
-from hrnet_jax import preemption
+from hrnet_jax.checkpointing import preemption
+from hrnet_jax.checkpointing.errors import (CheckpointError, CheckpointSaveError,
+                                            abandoned_reads_quiet, describe_error)
+from hrnet_jax.checkpointing.metadata import check_metadata
 
 CHECKPOINTS_DIR = 'checkpoints'
 BEST_DIR = 'best'
-CONFIG_FILE = 'config.json'
 ITEMS = ('state', 'data_state', 'config', 'metadata')
-# A restart may change anything but these (learning rate, steps, eval protocol...).
-GUARDED_FIELDS = ('model.name', 'model.head', 'model.num_classes', 'data.name')
 _TMP_MARK = '.orbax-checkpoint-tmp'
 
 
-class CheckpointError(Exception):
-  """A checkpoint directory is missing, empty or unreadable."""
-
-
-class CheckpointSaveError(CheckpointError):
-  """A save failed; training stops. `cause` is one line, `last_good_step` may be None."""
-
-  def __init__(self, message: str, *, cause: str, last_good_step: int | None):
-    super().__init__(message)
-    self.cause = cause
-    self.last_good_step = last_good_step
-
-
-class WorkdirConfigError(CheckpointError):
-  """A restart asks for another model, head, class count or dataset than the workdir's."""
-
-
-def debug_enabled() -> bool:
-  return os.environ.get('HRNET_DEBUG', '').lower() in ('1', 'true', 'yes')
-
-
-class _OneLineOrbaxErrors(std_logging.Filter):
-  """Orbax logs every failed save with a full traceback (hundreds of lines on a full
-  disk); the error reaches the user as one line anyway. Warnings about what this
-  module does on purpose are dropped. HRNET_DEBUG=1 keeps everything."""
+class _NoStepMetadataWarning(std_logging.Filter):
+  """Reading one item (`state/`) of a step directory on its own is how load_model reads
+  training checkpoints; Orbax warns that the step-level metadata is not in the item."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    if '/orbax/' not in record.pathname or debug_enabled():
-      return True
-    if str(record.msg).startswith(_EXPECTED_ORBAX_WARNINGS):
-      return False
-    if record.exc_info:
-      record.exc_info, record.exc_text = None, None
-    return True
+    return not str(record.msg).startswith('Metadata file does not exist')
 
 
-# Said on purpose: items restored one at a time, read-only managers of finished runs.
-_EXPECTED_ORBAX_WARNINGS = ('Item "', 'CheckpointManagerOptions.read_only=True',
-                            'Given directory is read only')
-
-
-logging.get_absl_logger().addFilter(_OneLineOrbaxErrors())
-
-_OS_MESSAGES = ('No space left on device', 'Permission denied', 'Read-only file system',
-                'Disk quota exceeded', 'No such file or directory', 'Not a directory')
-
-
-@contextlib.contextmanager
-def abandoned_reads_quiet():
-  """Drops what Orbax's abandoned array reads print while an unreadable step is tried.
-
-  When one array of a step fails, Orbax gives up on the others; their coroutines are
-  closed later and each one turns the close into a new exception, which Python prints
-  as 'Exception ignored in: <coroutine ...>' with a traceback, and asyncio logs the
-  abandoned gather as 'exception was never retrieved' (hundreds of lines in all). The
-  failure itself reaches the user as one line, so these are dropped unless
-  HRNET_DEBUG=1.
-  """
-  previous = sys.unraisablehook
-
-  def from_orbax(tb) -> bool:
-    while tb is not None:
-      if '/orbax/' in tb.tb_frame.f_code.co_filename:
-        return True
-      tb = tb.tb_next
-    return False
-
-  def hook(unraisable):
-    if debug_enabled() or not from_orbax(unraisable.exc_traceback):
-      previous(unraisable)
-
-  class NeverRetrieved(std_logging.Filter):
-    # asyncio's "exception was never retrieved" for the gather Orbax abandoned.
-    def filter(self, record: std_logging.LogRecord) -> bool:
-      return debug_enabled() or not (record.exc_info and from_orbax(record.exc_info[2]))
-
-  asyncio_logger, quiet = std_logging.getLogger('asyncio'), NeverRetrieved()
-  sys.unraisablehook = hook
-  asyncio_logger.addFilter(quiet)
-  try:
-    yield
-  finally:
-    gc.collect()   # finalize the abandoned reads while the filters are in place
-    sys.unraisablehook = previous
-    asyncio_logger.removeFilter(quiet)
-
-
-def describe_error(error: BaseException) -> str:
-  """One line for an exception from Orbax/TensorStore/the OS: the root cause first."""
-  seen, current = set(), error
-  while current is not None and id(current) not in seen:
-    seen.add(id(current))
-    if isinstance(current, OSError) and current.errno:
-      where = f': {current.filename}' if current.filename else ''
-      return f'{os.strerror(current.errno)}{where}'
-    text = str(current)
-    for needle in _OS_MESSAGES:   # TensorStore wraps errno text in its own messages
-      if needle.lower() in text.lower():
-        return needle
-    current = current.__cause__ or current.__context__
-  lines = [l.strip() for l in str(error).splitlines() if l.strip()]
-  first = lines[0] if lines else ''
-  first = first if len(first) <= 200 else first[:197] + '...'
-  return f'{type(error).__name__}: {first}' if first else type(error).__name__
+logging.get_absl_logger().addFilter(_NoStepMetadataWarning())
 
 
 def _barrier(name: str) -> None:
@@ -161,29 +67,47 @@ def _barrier(name: str) -> None:
 
 
 # ----------------------------------------------------------------------------
-# The workdir remembers its config.
+# Model directories and single steps, read as host numpy arrays.
 # ----------------------------------------------------------------------------
-def _field(tree: Any, dotted: str) -> Any:
-  for key in dotted.split('.'):
-    if tree is None:
-      return None
-    tree = tree.get(key) if hasattr(tree, 'get') else None
-  return tree
+def _numpy_restore_args(tree_metadata: Any) -> Any:
+  # Host numpy arrays: loadable on any topology, the caller places them on devices.
+  return jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree_metadata)
 
 
-def _recorded_config(workdir: str) -> dict[str, Any] | None:
-  path = os.path.join(workdir, CONFIG_FILE)
-  if os.path.isfile(path):
-    try:
-      with open(path) as f:
-        return json.load(f)
-    except (OSError, ValueError) as e:
-      raise WorkdirConfigError(f'{path}: unreadable ({describe_error(e)}); restore it or '
-                               'use a new --workdir.') from None
-  root = os.path.join(workdir, CHECKPOINTS_DIR)
-  if not os.path.isdir(root):
-    return None
-  with open_read_only(root) as manager:   # config.json was deleted: the checkpoint's
+def _tree_of(meta: Any) -> Any:
+  tree = getattr(meta, 'item_metadata', None)
+  return getattr(tree, 'tree', tree) if tree is not None else getattr(meta, 'tree', meta)
+
+
+def restore_numpy(path: str) -> Any:
+  with ocp.PyTreeCheckpointer() as ckptr:
+    tree = _tree_of(ckptr.metadata(path))
+    return ckptr.restore(path, args=ocp.args.PyTreeRestore(
+        restore_args=_numpy_restore_args(tree)))
+
+
+def save_tree(path: str, tree: Any) -> None:
+  """An Orbax pytree at `path` (a new directory)."""
+  with ocp.PyTreeCheckpointer() as ckptr:
+    ckptr.save(path, args=ocp.args.PyTreeSave(tree))
+
+
+def read_step(manager: ocp.CheckpointManager, step: int) -> tuple[dict, dict]:
+  """(variables, metadata) of one step as host numpy arrays, through the manager."""
+  tree = _tree_of(manager.item_metadata(step)['state'])
+  restored = manager.restore(step, args=ocp.args.Composite(
+      state=ocp.args.PyTreeRestore(restore_args=_numpy_restore_args(tree)),
+      metadata=ocp.args.JsonRestore()))
+  state, metadata = restored['state'], dict(restored['metadata'])
+  check_metadata(metadata, f'{manager.directory}/{step}')
+  metadata['step'] = int(np.asarray(state['step']))
+  return ({'params': state['params'], 'batch_stats': state.get('batch_stats', {}) or {}},
+          metadata)
+
+
+def newest_readable_config(root: str) -> dict[str, Any] | None:
+  """The run config recorded in the newest readable step of `root`, if any."""
+  with open_read_only(root) as manager:
     for step in sorted(manager.all_steps(), reverse=True):
       try:
         return dict(manager.restore(step, args=ocp.args.Composite(
@@ -191,34 +115,6 @@ def _recorded_config(workdir: str) -> dict[str, Any] | None:
       except Exception:  # pylint: disable=broad-except  # unreadable: try an older one
         continue
   return None
-
-
-def check_workdir_config(config: Any, workdir: str) -> None:
-  """Refuses a restart whose model, head, classes or dataset differ; records `config`.
-
-  Runs before anything else is written: config.json changes only when the run is
-  accepted. The workdir is created if needed.
-  """
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  if os.path.exists(workdir) and not os.path.isdir(workdir):
-    raise NotADirectoryError(20, 'is a file, not a directory (--workdir)', workdir)
-  recorded = _recorded_config(workdir) if os.path.isdir(workdir) else None
-  if recorded is not None:
-    new = json.loads(config.to_json_best_effort())
-    differences = [f'{name} {_field(recorded, name)!r} -> {_field(new, name)!r}'
-                   for name in GUARDED_FIELDS
-                   if _field(recorded, name) is not None
-                   and _field(recorded, name) != _field(new, name)]
-    if differences:
-      raise WorkdirConfigError(
-          f'{workdir} holds a run of another model or dataset ({"; ".join(differences)}); '
-          f'use a new --workdir, or the config recorded in {workdir}/{CONFIG_FILE}.')
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    tmp = os.path.join(workdir, f'.{CONFIG_FILE}.tmp')
-    with open(tmp, 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-    os.replace(tmp, os.path.join(workdir, CONFIG_FILE))
 
 
 # ----------------------------------------------------------------------------
@@ -316,14 +212,13 @@ class TrainCheckpointManager:
 
   # --- saving ------------------------------------------------------------------
   def _args(self, state, data_state, config, metadata):
-    from hrnet_jax import checkpointing  # pylint: disable=g-import-not-at-top
     config_json = json.loads(config.to_json_best_effort()) if hasattr(
         config, 'to_json_best_effort') else dict(config)
     return ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         data_state=ocp.args.JsonSave({'version': 2, 'loader': _encode(data_state)}),
         config=ocp.args.JsonSave(config_json),
-        metadata=ocp.args.JsonSave(checkpointing.check_metadata(dict(metadata), 'metadata')))
+        metadata=ocp.args.JsonSave(check_metadata(dict(metadata), 'metadata')))
 
   def _saved_steps(self, manager) -> list[int]:
     return [s for s in manager.all_steps()
