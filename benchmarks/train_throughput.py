@@ -27,6 +27,7 @@ Figures:
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import statistics
 import sys
@@ -253,6 +254,8 @@ def main(argv):
   config = _CONFIG.value
   if _BATCH.value is not None:
     config.global_batch_size = _BATCH.value
+    if config.loss.get('chunk_images', 0):   # the loss chunks must divide the new batch
+      config.loss.chunk_images = math.gcd(int(config.loss.chunk_images), _BATCH.value)
   if _CROP.value is not None:
     try:
       h, w = (int(v) for v in _CROP.value.split(','))

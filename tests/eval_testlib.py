@@ -4,6 +4,7 @@ import subprocess
 import sys
 import textwrap
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +19,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL = 'hrnet_w18_small_v1'
 if REPO not in sys.path:   # config files import `configs.default`
   sys.path.insert(0, REPO)
+
+
+class TinySeg(nn.Module):
+  """Two stride-2 convs: logits at ceil(H/4) x ceil(W/4), like the HRNet seg head."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    pad = ((1, 1), (1, 1))
+    x = nn.relu(nn.Conv(8, (3, 3), strides=2, padding=pad, name='c1')(x))
+    return nn.Conv(self.num_classes, (3, 3), strides=2, padding=pad, name='c2')(x)
 
 
 def random_variables(model, seed: int = 0, num_classes: int = 19):

@@ -5,13 +5,12 @@ tests/test_eval_protocol.py checks against a rewrite of the official test code.
 """
 import contextlib
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import eval_testlib  # noqa: F401  (puts the repository on sys.path for `configs`)
+import eval_testlib  # also puts the repository on sys.path for `configs`
 from configs import default
 from hrnet_jax.evaluation import bucketed
 from hrnet_jax.evaluation import inference
@@ -19,17 +18,6 @@ from hrnet_jax.tasks import segmentation_eval
 from hrnet_jax.training import sharding
 
 IGNORE = 255
-
-
-class TinySeg(nn.Module):
-  """Two stride-2 convs: logits at ceil(H/4) x ceil(W/4), like the HRNet seg head."""
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, x, train=False):
-    pad = ((1, 1), (1, 1))
-    x = nn.relu(nn.Conv(8, (3, 3), strides=2, padding=pad, name='c1')(x))
-    return nn.Conv(self.num_classes, (3, 3), strides=2, padding=pad, name='c2')(x)
 
 
 @contextlib.contextmanager
@@ -50,7 +38,7 @@ def lowered_programs():
 
 
 def _model(num_classes, seed=1):
-  model = TinySeg(num_classes)
+  model = eval_testlib.TinySeg(num_classes)
   return model, model.init(jax.random.key(seed), jnp.zeros((1, 32, 32, 3)))
 
 

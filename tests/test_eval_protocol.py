@@ -8,28 +8,17 @@ image resize, torch's F.interpolate for the logits, a torch copy of the network.
 import cv2
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+import eval_testlib
 from hrnet_jax.evaluation import inference
 from hrnet_jax.training import sharding
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
-
-
-class TinySeg(nn.Module):
-  """Two stride-2 convs: logits at ceil(H/4) x ceil(W/4), like the HRNet seg head."""
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, x, train=False):
-    pad = ((1, 1), (1, 1))
-    x = nn.relu(nn.Conv(8, (3, 3), strides=2, padding=pad, name='c1')(x))
-    return nn.Conv(self.num_classes, (3, 3), strides=2, padding=pad, name='c2')(x)
 
 
 def _torch_net(variables):
@@ -142,7 +131,7 @@ CASES = {
 @pytest.mark.parametrize('name', sorted(CASES))
 def test_protocol_matches_official_reference(name):
   case = CASES[name]
-  model = TinySeg(case['num_classes'])
+  model = eval_testlib.TinySeg(case['num_classes'])
   h, w = case['size']
   variables = model.init(jax.random.key(1), jnp.zeros((1, h, w, 3)))
   images = np.random.default_rng(0).integers(0, 256, (2, h, w, 3), dtype=np.uint8)
