@@ -150,7 +150,10 @@ def test_os_errors_are_one_line_naming_path_and_cause():
 
 def test_build_child_dies_with_its_parent(tmp_path):
   pid_file = tmp_path / 'child.pid'
-  child = (f'import os, time; from hrnet_jax.data import build; build.die_with_parent(); '
+  # SIGHUP back to default first: under nohup (a suite started that way) the build is
+  # meant to outlive its parent, and that is not what this test is about.
+  child = (f'import os, signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); '
+           f'from hrnet_jax.data import build; build.die_with_parent(); '
            f'open({str(pid_file)!r}, "w").write(str(os.getpid())); time.sleep(120)')
   parent = subprocess.Popen([sys.executable, '-c',
                              f'import subprocess, sys, time; subprocess.Popen([sys.executable, '
