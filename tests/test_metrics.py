@@ -229,7 +229,7 @@ def test_evaluate_classification_top1_top5():
 def _tiny_eval_setup():
   """A tiny conv net, 21 images and an ms + flip + padded-window protocol config."""
   import ml_collections
-  from test_eval_protocol import TinySeg
+  from eval_testlib import TinySeg
 
   model = TinySeg(NUM_CLASSES)
   variables = model.init(jax.random.key(2), jnp.zeros((1, 32, 48, 3)))
