@@ -213,6 +213,23 @@ def test_several_problems_are_all_listed_and_the_message_stays_one_line(tmp_path
   assert _files_in(str(tmp_path / 'tfds')) == []
 
 
+def test_a_class_count_other_than_the_class_file_is_one_line_before_the_build(tmp_path):
+  from hrnet_jax.data import loader  # pylint: disable=g-import-not-at-top
+  root = tmp_path / 'streets'
+  folder_fakes.write_scene_folder(str(root), num_images=5, height=32, width=64)
+  config = ml_collections.ConfigDict({
+      'data': dict(name='folder', root=str(root), classes=None, val_percent=20,
+                   data_dir=str(tmp_path / 'tfds'), manual_dir=None,
+                   train_split='train', eval_split='validation'),
+      'model': dict(num_classes=5)})
+  with pytest.raises(DataError, match=r'num_classes=5, but .*streets defines 19 classes '
+                                      r'\(road, sidewalk, .*, \.\.\.\); set '
+                                      r'--config.model.num_classes=19\.$'):
+    loader.make_train_loader(config)
+  assert not os.path.exists(tmp_path / 'tfds')          # refused before any build
+  loader.check_class_count(_info(root), ml_collections.ConfigDict({'model': {'num_classes': 19}}))
+
+
 def test_the_check_cli_prints_the_lines(tmp_path):
   root = tmp_path / 'bad'
   folder_fakes.write_scene_folder(str(root), num_images=5, height=32, width=64)
@@ -334,6 +351,10 @@ def test_image_folder_classification_through_tfds_image_folder(tmp_path):
   config.data.name, config.data.root = 'image_folder', str(root)
   config.data.data_dir, config.data.num_workers = str(tmp_path / 'tfds'), 0
   config.data.crop_size, config.global_batch_size = (32, 32), 9
+  with pytest.raises(DataError, match=r'num_classes=1000, but .* defines 3 classes '
+                                      r'\(cat, dog, emu\); set --config.model.num_classes=3'):
+    data.make_train_loader(config)
+  config.model.num_classes = 3
   loader = data.make_train_loader(config)
   batch = next(loader)
   loader.close()

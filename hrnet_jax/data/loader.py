@@ -178,6 +178,20 @@ class TrainLoader:
     self._it = None
 
 
+def check_class_count(info: DatasetInfo, config) -> None:
+  """A folder of the user's own data defines its classes; the model must predict as many
+  (more would train silently on classes that never occur, fewer would index past the
+  logits). Checked before the folder is built."""
+  if info.user_folder is None:
+    return
+  want = int(config.model.num_classes)
+  if want != info.num_classes:
+    names = ', '.join(info.class_names[:6]) + (', ...' if len(info.class_names) > 6 else '')
+    raise DataError(f'config.model.num_classes={want}, but {info.user_folder.root} defines '
+                    f'{info.num_classes} classes ({names}); set '
+                    f'--config.model.num_classes={info.num_classes}.')
+
+
 def make_train_loader(config, *, process_index: int = 0, process_count: int = 1,
                       task: tasks_lib.Task | str | None = None) -> TrainLoader:
   """The training iterator of this process (see the module docstring for the order).
@@ -185,6 +199,7 @@ def make_train_loader(config, *, process_index: int = 0, process_count: int = 1,
   `task` (a Task or its name) defaults to the config's (`config.task` or the dataset's).
   """
   info = dataset_info(config.data)
+  check_class_count(info, config)
   task = tasks_lib.task_for_config(config) if task is None else tasks_lib.get_task(task)
   batch = _per_process(int(config.global_batch_size), process_count, 'global_batch_size')
   source = task.source_view(
@@ -258,6 +273,7 @@ def make_eval_loader(config, *, process_index: int = 0, process_count: int = 1,
                      task: tasks_lib.Task | str | None = None) -> EvalLoader:
   """Evaluation batches of this process over the whole split (or max_eval_examples)."""
   info = dataset_info(config.data)
+  check_class_count(info, config)
   task = tasks_lib.task_for_config(config) if task is None else tasks_lib.get_task(task)
   split = split or config.data.eval_split
   global_batch = int(config.eval.global_batch_size)
