@@ -88,23 +88,12 @@ def torch_protocol(net, image_uint8, *, scales, flip, device):
 # ----------------------------------------------------------------------------
 def build_jax(model_name, num_classes):
   import jax
-  import jax.numpy as jnp
   import hrnet_jax
+  from random_weights import random_variables
 
   model = hrnet_jax.create_model(model_name, head='seg', num_classes=num_classes)
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
-                                               train=False))
-  rng = np.random.default_rng(0)
-
-  def fill(path, leaf):
-    name = jax.tree_util.keystr(path)
-    if 'var' in name or 'scale' in name:
-      return np.ones(leaf.shape, np.float32)
-    if 'mean' in name or 'bias' in name:
-      return np.zeros(leaf.shape, np.float32)
-    return (0.01 * rng.standard_normal(leaf.shape)).astype(np.float32)
-
-  return model, jax.device_put(jax.tree_util.tree_map_with_path(fill, abstract))
+  variables = random_variables(model, np.random.default_rng(0), kernel_std=0.01)
+  return model, jax.device_put(variables)
 
 
 def jax_protocol_fn(model, *, scales, flip, size):

@@ -38,6 +38,7 @@ sys.path.insert(0, __file__.rsplit('/', 2)[0])
 import hrnet_jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hrnet_jax.models import winograd  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hrnet_jax.models.layers import Conv2d  # pylint: disable=g-import-not-at-top,wrong-import-position
+from random_weights import random_variables  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MIN_TILES = 32   # 'auto': Winograd F(4x4) where N * ceil(H/4) * ceil(W/4) >= this
 
@@ -71,21 +72,6 @@ def _interceptor(impl):
       y = y + m.get_variable('params', 'bias').astype(dtype)
     return y
   return intercept
-
-
-def _variables(model, rng):
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
-                                               train=False))
-
-  def fill(path, leaf):
-    name = jax.tree_util.keystr(path)
-    if 'var' in name or 'scale' in name:
-      return np.ones(leaf.shape, np.float32)
-    if 'mean' in name or 'bias' in name:
-      return np.zeros(leaf.shape, np.float32)
-    return (np.sqrt(1.0 / np.prod(leaf.shape[:-1])) * rng.standard_normal(leaf.shape)
-            ).astype(np.float32)
-  return jax.tree_util.tree_map_with_path(fill, abstract)
 
 
 def _programs(model, impl):
@@ -124,7 +110,7 @@ def main(argv=None):
     impls = ['xla'] + [i for i in impls if i != 'xla']
   base = hrnet_jax.create_model(args.model, head=args.head)
   rng = np.random.default_rng(0)
-  variables = _variables(base, rng)
+  variables = random_variables(base, rng)
   x = jnp.asarray(rng.standard_normal((args.batch, h, w, 3)).astype(np.float32))
   print(f'{args.model} {args.head} {args.batch}x{h}x{w}, jax {jax.__version__} on '
         f'{jax.devices()[0].device_kind}, median of {args.repeats} interleaved runs '

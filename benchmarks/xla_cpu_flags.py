@@ -88,26 +88,12 @@ def _conv_stack(xs, ws):
 
 def _small_v2(rng):
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import hrnet_jax  # pylint: disable=g-import-not-at-top
+  from random_weights import random_variables  # pylint: disable=g-import-not-at-top
   model = hrnet_jax.create_model('hrnet_w18_small_v2', head='seg', num_classes=19)
   x = rng.standard_normal((1, 256, 512, 3)).astype(np.float32)
-  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
-                                               train=False))
-
-  def fill(path, leaf):
-    # He-scaled kernels and identity BatchNorm: activations stay O(1) through the net,
-    # so the relative error is measured on meaningful magnitudes.
-    name = jax.tree_util.keystr(path)
-    if 'var' in name or 'scale' in name:
-      return np.ones(leaf.shape, np.float32)
-    if 'mean' in name or 'bias' in name:
-      return np.zeros(leaf.shape, np.float32)
-    fan_in = int(np.prod(leaf.shape[:-1]))
-    return (np.sqrt(1.0 / fan_in) * rng.standard_normal(leaf.shape)).astype(np.float32)
-
-  variables = jax.tree_util.tree_map_with_path(fill, abstract)
+  variables = random_variables(model, rng)
   return jax.jit(lambda v, x: model.apply(v, x, train=False)), (variables, x)
 
 

@@ -296,6 +296,13 @@ def seg_optimizer(model, lr, momentum, wd, nesterov, keywords=(), mult=10):
   return optimizer, nbb_keys
 
 
+def _record_grads(model, grads):
+  """Test instrumentation: appends this iteration's gradients by name (if `grads`)."""
+  if grads is not None:
+    grads.append({name: p.grad.detach().numpy().copy()
+                  for name, p in model.named_parameters() if p.grad is not None})
+
+
 def seg_train(model, optimizer, batches, *, base_lr, num_iters, epoch_iters, adjust,
               grads=None):
   """lib/core/function.py train(), epoch after epoch until the batches run out.
@@ -316,9 +323,7 @@ def seg_train(model, optimizer, batches, *, base_lr, num_iters, epoch_iters, adj
       loss = losses_.mean()
       model.zero_grad()
       loss.backward()
-      if grads is not None:
-        grads.append({name: p.grad.detach().numpy().copy()
-                      for name, p in model.named_parameters() if p.grad is not None})
+      _record_grads(model, grads)
       optimizer.step()
       losses.append(loss.item())
       adjust(optimizer, base_lr, num_iters, i_iter + cur_iters)
@@ -361,9 +366,7 @@ def epoch_train(model, optimizer, lr_scheduler, batches, *, epoch_iters, compute
       loss = compute_loss(model, batch)
       optimizer.zero_grad()
       loss.backward()
-      if grads is not None:
-        grads.append({name: p.grad.detach().numpy().copy()
-                      for name, p in model.named_parameters() if p.grad is not None})
+      _record_grads(model, grads)
       optimizer.step()
       losses.append(loss.item())
   return losses, lrs
