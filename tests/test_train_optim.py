@@ -17,6 +17,17 @@ def _opt_config(**kw):
   return cfg
 
 
+def _apply(cfg, num_steps, w0, grads):
+  """The project's optimizer from `cfg` run over `grads`, one update each, from w0."""
+  tx, _ = optim.make_optimizer(cfg, num_steps)
+  params = {'w': jnp.asarray(w0)}
+  state = tx.init(params)
+  for g in grads:
+    updates, state = tx.update({'w': jnp.asarray(g)}, state, params)
+    params = optax.apply_updates(params, updates)
+  return params['w']
+
+
 @pytest.mark.parametrize('nesterov', [False, True])
 def test_sgd_matches_torch_over_steps_with_poly_lr(nesterov):
   max_it = 10
@@ -34,13 +45,8 @@ def test_sgd_matches_torch_over_steps_with_poly_lr(nesterov):
     for group in topt.param_groups:
       group['lr'] = 0.01 * (1 - it / max_it) ** 0.9
 
-  tx, _ = optim.make_optimizer(cfg, max_it)
-  params = {'w': jnp.asarray(w0)}
-  state = tx.init(params)
-  for g in grads:
-    updates, state = tx.update({'w': jnp.asarray(g)}, state, params)
-    params = optax.apply_updates(params, updates)
-  np.testing.assert_allclose(params['w'], tw.detach().numpy(), rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(_apply(cfg, max_it, w0, grads), tw.detach().numpy(),
+                             rtol=1e-6, atol=1e-7)
 
 
 def test_poly_and_step_schedules():
@@ -110,10 +116,5 @@ def test_adam_matches_torch_adam_with_multistep():
     topt.param_groups[0]['lr'] = 1e-3 * 0.1 ** sum(m <= it // 2 for m in (1, 2))
     tw.grad = torch.from_numpy(g)
     topt.step()
-  tx, _ = optim.make_optimizer(cfg, 6)
-  params = {'w': jnp.asarray(w0)}
-  state = tx.init(params)
-  for g in grads:
-    updates, state = tx.update({'w': jnp.asarray(g)}, state, params)
-    params = optax.apply_updates(params, updates)
-  np.testing.assert_allclose(params['w'], tw.detach().numpy(), rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(_apply(cfg, 6, w0, grads), tw.detach().numpy(),
+                             rtol=1e-6, atol=1e-7)
