@@ -99,13 +99,14 @@ def build_jax(model_name, num_classes):
 def jax_protocol_fn(model, *, scales, flip, size):
   import jax
   import jax.numpy as jnp
+  from hrnet_jax import xla_cpu
   from hrnet_jax.evaluation import inference
 
   protocol = inference.Protocol(scales=tuple(scales), flip=flip, mode='sliding',
                                 crop_size=size, stride_rate=1.0, window_layout='border',
                                 base_size=size[1], align_corners=False)
   logits_fn = inference.seg_logits_fn(model)
-  return jax.jit(lambda v, x: jnp.argmax(
+  return xla_cpu.jit(lambda v, x: jnp.argmax(
       inference.predict_probs(logits_fn, v, x, protocol), -1))
 
 

@@ -8,6 +8,7 @@ hrnet-jax is faster), plus the one-off XLA compile time.
 
   python benchmarks/model_vs_pytorch.py --model=hrnet_w18_small_v2 --head=seg --size=256,512
   python benchmarks/model_vs_pytorch.py --model=hrnet_w48 --head=seg --size=256,512
+  HRNET_JAX_XLA_CPU_FUSION=on python benchmarks/model_vs_pytorch.py ...  # XLA's own fusion
 """
 import argparse
 import os
@@ -54,17 +55,18 @@ def bench_jax(args, images_nhwc):
   import jax
   import jax.numpy as jnp
   import hrnet_jax
+  from hrnet_jax import xla_cpu
 
   model = hrnet_jax.create_model(args.model, head=args.head, num_classes=args.num_classes,
                                  dtype=jnp.dtype(args.dtype))
   x = jnp.asarray(images_nhwc)
   variables = jax.jit(model.init)(jax.random.key(0), x)
 
-  @jax.jit
+  @xla_cpu.jit
   def forward(variables, x):
     return model.apply(variables, x, train=False)
 
-  @jax.jit
+  @xla_cpu.jit
   def forward_backward(variables, x):
     def loss(params):
       out, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x,
@@ -108,6 +110,9 @@ def main(argv=None):
                       ('forward+backward', jax_fwd_bwd, torch_fwd_bwd)]:
     print(f'{label:18s}{j * 1e3:10.1f}ms{t * 1e3:10.1f}ms{t / j:10.2f}x')
   print(f'XLA compile (forward + forward/backward, once): {compile_s:.1f}s')
+  from hrnet_jax import xla_cpu
+  print(f'compiler options (hrnet_jax.xla_cpu; {xla_cpu.ENV_VAR}=on keeps XLA fusion): '
+        f'{xla_cpu.compiler_options()}')
   return 0
 
 

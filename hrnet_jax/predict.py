@@ -28,6 +28,7 @@ from PIL import Image
 import hrnet_jax
 from hrnet_jax import checkpointing
 from hrnet_jax import cli
+from hrnet_jax import xla_cpu
 from hrnet_jax.data import palettes
 from hrnet_jax.evaluation import inference
 
@@ -116,7 +117,7 @@ class Predictor:
         scales=tuple(scales), flip=flip, mode='whole', base_size=None,
         align_corners=inference.resolve_align_corners(model), flip_pairs=tuple(flip_pairs))
     logits_fn = inference.seg_logits_fn(model)
-    self._fn = jax.jit(lambda v, x: jnp.argmax(
+    self._fn = xla_cpu.jit(lambda v, x: jnp.argmax(
         inference.predict_probs(logits_fn, v, x, self.protocol), -1).astype(jnp.int32))
 
   def __call__(self, image: np.ndarray) -> np.ndarray:

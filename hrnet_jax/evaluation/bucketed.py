@@ -47,6 +47,7 @@ from hrnet_jax.data.normalization import normalize
 from hrnet_jax.evaluation import inference
 from hrnet_jax.evaluation import metrics
 from hrnet_jax.models.resize import linear_weights
+from hrnet_jax import xla_cpu
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -168,15 +169,15 @@ class BucketedPredictor:
     self.shapes = [scale_shapes(protocol, self.image_bucket, s) for s in protocol.scales]
     self._logits_fn = inference.seg_logits_fn(model)
     # pylint: disable=protected-access
-    self._network = jax.jit(
+    self._network = xla_cpu.jit(
         lambda v, x: inference._window_probs(self._logits_fn, v, x, protocol))
     self._flip_permutation = inference._flip_permutation(num_classes, protocol.flip_pairs)
     # pylint: enable=protected-access
-    self._logits = jax.jit(lambda v, x: self._logits_fn(v, x).astype(jnp.float32))
+    self._logits = xla_cpu.jit(lambda v, x: self._logits_fn(v, x).astype(jnp.float32))
     self._whole = None   # per whole-image scale: its logits' shape and stride
-    self._prepare = jax.jit(self._prepare_fn)
+    self._prepare = xla_cpu.jit(self._prepare_fn)
     last = len(self.shapes) - 1
-    self._finish = [jax.jit(self._finish_fn(s, first=i == 0, last=i == last))
+    self._finish = [xla_cpu.jit(self._finish_fn(s, first=i == 0, last=i == last))
                     for i, s in enumerate(self.shapes)]
 
   def _prepare_fn(self, image, per_scale):

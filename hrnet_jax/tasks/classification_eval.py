@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 import numpy as np
 
+from hrnet_jax import xla_cpu
 from hrnet_jax.data import normalization
 from hrnet_jax.evaluation import evaluator
 from hrnet_jax.evaluation import metrics
@@ -23,7 +24,7 @@ def make_cls_step(model, *, mesh: Mesh, ks: tuple[int, ...] = (1, 5)):
     logits = model.apply(variables, normalization.normalize(images), train=False)
     return topk(logits, labels, mask), jnp.argmax(logits, -1).astype(jnp.int32)
 
-  return jax.jit(step)
+  return xla_cpu.jit(step)
 
 
 class ClassificationEvaluator:

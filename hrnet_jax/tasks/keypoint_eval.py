@@ -13,6 +13,7 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from hrnet_jax import xla_cpu
 from hrnet_jax.data import normalization
 from hrnet_jax.data import registry
 from hrnet_jax.data import sources
@@ -38,7 +39,7 @@ def make_heatmap_step(model, flip_pairs: tuple, flip_test: bool, shift: bool):
       out = (out + kd.flip_back(flipped, flip_pairs, shift=shift)) * 0.5
     return out
 
-  return jax.jit(step)
+  return xla_cpu.jit(step)
 
 
 def _gather(rows: np.ndarray) -> np.ndarray:

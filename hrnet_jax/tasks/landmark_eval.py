@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from hrnet_jax import xla_cpu
 from hrnet_jax.data import normalization
 from hrnet_jax.data import registry
 from hrnet_jax.evaluation import evaluator
@@ -19,7 +20,7 @@ from hrnet_jax.tasks.keypoint_eval import _gather
 
 @functools.lru_cache(maxsize=8)
 def make_heatmap_step(model):
-  return jax.jit(lambda variables, images: model.apply(
+  return xla_cpu.jit(lambda variables, images: model.apply(
       variables, normalization.normalize(images), train=False).astype(jax.numpy.float32))
 
 

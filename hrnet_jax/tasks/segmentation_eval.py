@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
 
+from hrnet_jax import xla_cpu
 from hrnet_jax.evaluation import bucketed
 from hrnet_jax.evaluation import evaluator
 from hrnet_jax.evaluation import inference
@@ -59,7 +60,7 @@ def make_seg_step(model, *, protocol: inference.Protocol, mesh: Mesh, num_classe
     preds = jnp.argmax(probs, axis=-1).astype(jnp.int32)
     return cm_fn(preds, labels, mask), preds
 
-  return jax.jit(step)
+  return xla_cpu.jit(step)
 
 
 class _PerImage:
@@ -86,7 +87,7 @@ class _PerImage:
                                           ignore_label=ignore_label)
       return cm, pred[0]
 
-    self.fn = jax.jit(fn)
+    self.fn = xla_cpu.jit(fn)
 
   def run(self, k: int, image: np.ndarray, label: np.ndarray):
     put = lambda x: jax.device_put(x[None], self.devices[k])

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hrnet_jax import xla_cpu
 from hrnet_jax.data import normalization
 from hrnet_jax.training import sharding
 
@@ -231,7 +232,7 @@ def make_train_step(grad_fn, tx: optax.GradientTransformation, schedule, *,
 
 
 def jit_train_step(step_fn, mesh, state_shardings):
-  return jax.jit(step_fn,
-                 in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
-                 out_shardings=(state_shardings, sharding.replicated(mesh)),
-                 donate_argnums=(0,))
+  return xla_cpu.jit(step_fn,
+                     in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
+                     out_shardings=(state_shardings, sharding.replicated(mesh)),
+                     donate_argnums=(0,))
