@@ -11,6 +11,7 @@ hrnet-jax is faster), plus the one-off XLA compile time.
   HRNET_JAX_XLA_CPU_FUSION=on python benchmarks/model_vs_pytorch.py ...  # XLA's own fusion
 """
 import argparse
+import functools
 import os
 import sys
 import time
@@ -62,11 +63,11 @@ def bench_jax(args, images_nhwc):
   x = jnp.asarray(images_nhwc)
   variables = jax.jit(model.init)(jax.random.key(0), x)
 
-  @xla_cpu.jit
+  @functools.partial(xla_cpu.jit, model=model)
   def forward(variables, x):
     return model.apply(variables, x, train=False)
 
-  @xla_cpu.jit
+  @functools.partial(xla_cpu.jit, model=model)
   def forward_backward(variables, x):
     def loss(params):
       out, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x,
@@ -110,9 +111,11 @@ def main(argv=None):
                       ('forward+backward', jax_fwd_bwd, torch_fwd_bwd)]:
     print(f'{label:18s}{j * 1e3:10.1f}ms{t * 1e3:10.1f}ms{t / j:10.2f}x')
   print(f'XLA compile (forward + forward/backward, once): {compile_s:.1f}s')
+  import hrnet_jax
   from hrnet_jax import xla_cpu
-  print(f'compiler options (hrnet_jax.xla_cpu; {xla_cpu.ENV_VAR}=on keeps XLA fusion): '
-        f'{xla_cpu.compiler_options()}')
+  options = xla_cpu.compiler_options(hrnet_jax.create_model(args.model, head=args.head,
+                                                            num_classes=args.num_classes))
+  print(f'XLA compile options (hrnet_jax.xla_cpu, {xla_cpu.ENV_VAR}=auto|on|off): {options}')
   return 0
 
 

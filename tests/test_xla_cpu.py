@@ -6,27 +6,41 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import hrnet_jax
 from hrnet_jax import xla_cpu
 from hrnet_jax.training import sharding
 
 import test_train_step as tts
 
 
-def test_options_follow_the_backend_and_the_environment(monkeypatch):
+def test_options_follow_the_backend_the_model_and_the_environment(monkeypatch):
+  deep = hrnet_jax.create_model('hrnet_w48', head='seg', num_classes=19)
+  small = hrnet_jax.create_model('hrnet_w18_small_v2', head='seg', num_classes=19)
+  # Blocks on the highest-resolution branch, stem to head, from the official configs:
+  # stage-1 Bottlenecks + modules x Basic blocks of stages 2-4.
+  assert xla_cpu.residual_chain_length(deep) == 4 + 1 * 4 + 4 * 4 + 3 * 4
+  assert xla_cpu.residual_chain_length(small) == 2 + 1 * 2 + 3 * 2 + 2 * 2
+  assert xla_cpu.residual_chain_length(
+      hrnet_jax.create_model('hrnet_w18_small_v1', head='seg', num_classes=19)) == 7
+  assert xla_cpu.residual_chain_length(object()) is None
+  off = {'xla_disable_hlo_passes': 'fusion'}
   monkeypatch.delenv(xla_cpu.ENV_VAR, raising=False)
-  assert xla_cpu.compiler_options('cpu') == {'xla_disable_hlo_passes': 'fusion'}
-  assert xla_cpu.compiler_options('gpu') is None
-  assert xla_cpu.compiler_options('tpu') is None
+  assert xla_cpu.compiler_options(deep, 'cpu') == off
+  assert xla_cpu.compiler_options(small, 'cpu') is None
+  assert xla_cpu.compiler_options(None, 'cpu') is None
+  assert xla_cpu.compiler_options(deep, 'gpu') is None
+  assert xla_cpu.compiler_options(deep, 'tpu') is None
   monkeypatch.setenv(xla_cpu.ENV_VAR, 'on')
-  assert xla_cpu.compiler_options('cpu') is None
+  assert xla_cpu.compiler_options(deep, 'cpu') is None
   monkeypatch.setenv(xla_cpu.ENV_VAR, 'Off')
-  assert xla_cpu.compiler_options('cpu') == {'xla_disable_hlo_passes': 'fusion'}
+  assert xla_cpu.compiler_options(small, 'cpu') == off
+  assert xla_cpu.compiler_options(None, 'cpu') == off
 
 
 def test_a_bad_setting_is_one_clear_error(monkeypatch):
   monkeypatch.setenv(xla_cpu.ENV_VAR, 'fast')
   with pytest.raises(ValueError, match=f'{xla_cpu.ENV_VAR}=.fast. is not understood'):
-    xla_cpu.compiler_options('cpu')
+    xla_cpu.compiler_options(None, 'cpu')
 
 
 def _residual_chain(kernels, x):
@@ -46,7 +60,8 @@ def _largest_operand_count(hlo_text):
   return max(counts)
 
 
-def test_weight_gradient_copies_do_not_recompute_the_residual_chain():
+def test_weight_gradient_copies_do_not_recompute_the_residual_chain(monkeypatch):
+  monkeypatch.setenv(xla_cpu.ENV_VAR, 'off')
   blocks = 8
   rng = np.random.default_rng(0)
   kernels = [jnp.asarray(rng.standard_normal((3, 3, 8, 8)) * 0.1, jnp.float32)

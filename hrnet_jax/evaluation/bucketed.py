@@ -170,14 +170,15 @@ class BucketedPredictor:
     self._logits_fn = inference.seg_logits_fn(model)
     # pylint: disable=protected-access
     self._network = xla_cpu.jit(
-        lambda v, x: inference._window_probs(self._logits_fn, v, x, protocol))
+        lambda v, x: inference._window_probs(self._logits_fn, v, x, protocol), model=model)
     self._flip_permutation = inference._flip_permutation(num_classes, protocol.flip_pairs)
     # pylint: enable=protected-access
-    self._logits = xla_cpu.jit(lambda v, x: self._logits_fn(v, x).astype(jnp.float32))
+    self._logits = xla_cpu.jit(lambda v, x: self._logits_fn(v, x).astype(jnp.float32),
+                               model=model)
     self._whole = None   # per whole-image scale: its logits' shape and stride
-    self._prepare = xla_cpu.jit(self._prepare_fn)
+    self._prepare = xla_cpu.jit(self._prepare_fn, model=model)
     last = len(self.shapes) - 1
-    self._finish = [xla_cpu.jit(self._finish_fn(s, first=i == 0, last=i == last))
+    self._finish = [xla_cpu.jit(self._finish_fn(s, first=i == 0, last=i == last), model=model)
                     for i, s in enumerate(self.shapes)]
 
   def _prepare_fn(self, image, per_scale):

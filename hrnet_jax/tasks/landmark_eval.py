@@ -21,7 +21,8 @@ from hrnet_jax.tasks.keypoint_eval import _gather
 @functools.lru_cache(maxsize=8)
 def make_heatmap_step(model):
   return xla_cpu.jit(lambda variables, images: model.apply(
-      variables, normalization.normalize(images), train=False).astype(jax.numpy.float32))
+      variables, normalization.normalize(images), train=False).astype(jax.numpy.float32),
+                     model=model)
 
 
 class LandmarkEvaluator:
