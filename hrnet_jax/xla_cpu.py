@@ -11,7 +11,9 @@ the square of the chain. Without the `fusion` pass every elementwise op runs onc
 its own, which costs memory traffic that fusion would have saved. Measured on the
 2-core machine (docs/performance.md), fusion off against on:
   * hrnet_w48 seg 1x256x512, forward+backward 2.84 s vs 3.73 s, forward 0.81 s vs
-    0.95 s, compile 42 s vs 69 s; whole-image 1024x2048 inference 15.3 s vs 19.2 s;
+    0.95 s, compile 42 s vs 69 s (interleaved in one process, benchmarks/
+    xla_cpu_fusion.py: 1.47x and 1.30x faster without); whole-image 1024x2048
+    inference 15.3 s vs 19.2 s;
   * hrnet_w18_small_v2 (a chain of 14 blocks): forward+backward 0.50 s vs 0.53 s but
     forward 0.158 s vs 0.123 s;
   * the quickstart's hrnet_w18_small_v1 train step (7 blocks, 8x128x128): 358 ms vs
