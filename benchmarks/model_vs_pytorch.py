@@ -84,7 +84,7 @@ def bench_jax(args, images_nhwc):
   fwd = median_seconds(lambda: jax.block_until_ready(forward(variables, x)), args.repeats)
   fwd_bwd = median_seconds(lambda: jax.block_until_ready(forward_backward(variables, x)),
                    args.repeats)
-  return fwd, fwd_bwd, compile_fwd + compile_bwd
+  return fwd, fwd_bwd, compile_fwd + compile_bwd, xla_cpu.compiler_options(model)
 
 
 def main(argv=None):
@@ -102,7 +102,7 @@ def main(argv=None):
   images = np.random.default_rng(0).standard_normal((args.batch, h, w, 3)).astype(np.float32)
 
   import jax
-  jax_fwd, jax_fwd_bwd, compile_s = bench_jax(args, images)
+  jax_fwd, jax_fwd_bwd, compile_s, options = bench_jax(args, images)
   torch_fwd, torch_fwd_bwd = bench_torch(args, images)
   print(f'{args.model} {args.head} {args.batch}x{h}x{w} on {jax.devices()[0].platform}, '
         f'{args.threads} threads, median of {args.repeats}')
@@ -111,11 +111,8 @@ def main(argv=None):
                       ('forward+backward', jax_fwd_bwd, torch_fwd_bwd)]:
     print(f'{label:18s}{j * 1e3:10.1f}ms{t * 1e3:10.1f}ms{t / j:10.2f}x')
   print(f'XLA compile (forward + forward/backward, once): {compile_s:.1f}s')
-  import hrnet_jax
-  from hrnet_jax import xla_cpu
-  options = xla_cpu.compiler_options(hrnet_jax.create_model(args.model, head=args.head,
-                                                            num_classes=args.num_classes))
-  print(f'XLA compile options (hrnet_jax.xla_cpu, {xla_cpu.ENV_VAR}=auto|on|off): {options}')
+  print(f'XLA compile options (hrnet_jax.xla_cpu, HRNET_JAX_XLA_CPU_FUSION=auto|on|off): '
+        f'{options}')
   return 0
 
 
