@@ -35,6 +35,9 @@ def test_options_follow_the_backend_the_model_and_the_environment(monkeypatch):
   monkeypatch.setenv(xla_cpu.ENV_VAR, 'Off')
   assert xla_cpu.compiler_options(small, 'cpu') == off
   assert xla_cpu.compiler_options(None, 'cpu') == off
+  # The state initialiser (threefry only) compiles unoptimised on a CPU, whatever the model.
+  assert xla_cpu.initializer_options('cpu') == {'xla_backend_optimization_level': 0}
+  assert xla_cpu.initializer_options('gpu') is None
 
 
 def test_a_bad_setting_is_one_clear_error(monkeypatch):

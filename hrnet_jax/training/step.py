@@ -57,18 +57,12 @@ def make_state_shardings(mesh, abstract: TrainState, *, fsdp: bool) -> TrainStat
   return sharding.state_shardings(mesh, abstract, fsdp=fsdp)
 
 
-# The initialiser runs once and is all random-number generation (threefry); LLVM
-# optimisation of it takes longer than running it unoptimised (45 s vs 12 s on a CPU).
-_INIT_COMPILER_OPTIONS = {'xla_backend_optimization_level': 0}
-
-
 def create_state(model, tx, *, seed: int, mesh, fsdp: bool = False):
   """(state born sharded on the mesh, its shardings)."""
   abstract = abstract_state(model, tx, seed)
   shardings = make_state_shardings(mesh, abstract, fsdp=fsdp)
   init = jax.jit(_state_fn(model, tx, seed), out_shardings=shardings)
-  options = _INIT_COMPILER_OPTIONS if jax.default_backend() == 'cpu' else None
-  state = init.lower().compile(compiler_options=options)()
+  state = init.lower().compile(compiler_options=xla_cpu.initializer_options())()
   return state, shardings
 
 
