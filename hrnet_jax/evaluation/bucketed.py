@@ -176,9 +176,10 @@ class BucketedPredictor:
     self._logits = xla_cpu.jit(lambda v, x: self._logits_fn(v, x).astype(jnp.float32),
                                model=model)
     self._whole = None   # per whole-image scale: its logits' shape and stride
-    self._prepare = xla_cpu.jit(self._prepare_fn, model=model)
+    # Resizes, masks and sums only, no residual chain: XLA's own fusion suits them.
+    self._prepare = jax.jit(self._prepare_fn)
     last = len(self.shapes) - 1
-    self._finish = [xla_cpu.jit(self._finish_fn(s, first=i == 0, last=i == last), model=model)
+    self._finish = [jax.jit(self._finish_fn(s, first=i == 0, last=i == last))
                     for i, s in enumerate(self.shapes)]
 
   def _prepare_fn(self, image, per_scale):
