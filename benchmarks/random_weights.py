@@ -6,7 +6,7 @@ import numpy as np
 
 def random_variables(model, rng: np.random.Generator, kernel_std: float | None = None):
   """Identity BatchNorm (unit scale and variance, zero mean and bias) and normal kernels:
-  He-scaled (std sqrt(1 / fan_in), so activations stay O(1) through the net and relative
+  LeCun-scaled (std sqrt(1 / fan_in), so activations stay O(1) through the net and relative
   errors are measured on meaningful magnitudes) or of `kernel_std`."""
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
                                                train=False))
