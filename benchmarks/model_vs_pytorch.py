@@ -8,7 +8,7 @@ hrnet-jax is faster), plus the one-off XLA compile time.
 
   python benchmarks/model_vs_pytorch.py --model=hrnet_w18_small_v2 --head=seg --size=256,512
   python benchmarks/model_vs_pytorch.py --model=hrnet_w48 --head=seg --size=256,512
-  HRNET_JAX_XLA_CPU_FUSION=on python benchmarks/model_vs_pytorch.py ...  # XLA's own fusion
+  HRNET_JAX_XLA_CPU_FUSION=off python benchmarks/model_vs_pytorch.py ...  # no loop fusion
 """
 import argparse
 import functools

@@ -1,30 +1,21 @@
 """The XLA compiler options hrnet-jax's programs are compiled with on a CPU backend.
 
-Why loop fusion is off for the deep variants on the CPU: an HRNet branch is a chain of
+History, because it explains the override below: an HRNet branch is a chain of
 residual blocks, and each block's output `relu(bn(conv(x)) + residual)` is elementwise
 in the previous block's output. XLA:CPU's instruction fusion duplicates cheap
 elementwise producers into their consumers, so the layout copy that feeds a
-convolution's weight gradient (the activation transposed to channels-major) recomputes
-the residual chain of its branch back to the stem: the W48 train step spent 1.7 s of
-its 4.2 s in these copies (one of them, 108 ms, read 139 inputs). The cost grows with
-the square of the chain. Without the `fusion` pass every elementwise op runs once, on
-its own, which costs memory traffic that fusion would have saved. Measured on the
-2-core machine (docs/performance.md), fusion off against on:
-  * hrnet_w48 seg 1x256x512, forward+backward 2.84 s vs 3.73 s, forward 0.81 s vs
-    0.95 s, compile 42 s vs 69 s (interleaved in one process, benchmarks/
-    xla_cpu_fusion.py: 1.47x and 1.30x faster without); whole-image 1024x2048
-    inference 15.3 s vs 19.2 s;
-  * hrnet_w18_small_v2 (a chain of 14 blocks): forward+backward 0.50 s vs 0.53 s but
-    forward 0.158 s vs 0.123 s;
-  * the quickstart's hrnet_w18_small_v1 train step (7 blocks, 8x128x128): 358 ms vs
-    288 ms.
-So fusion goes off where the residual chain is long (`LONG_CHAIN` blocks or more: the
-full-size variants, 36 blocks) and stays on for the small variants and for models
-this module does not know. Accelerator backends keep their fusion.
+convolution's weight gradient recomputed the residual chain of its branch back to the
+stem (the W48 train step spent 1.7 s of 4.2 s in such copies; one read 139 inputs).
+Until the model cut those chains itself, this module switched the `fusion` pass off
+for the full-size variants. Now `layers.residual_output` ends every link of the chain
+with an operation XLA's fusion never duplicates, so fusion stays on everywhere, which
+measured faster and compiles in half the time (docs/performance.md, W48 train step
+2.77 s and 37 s of compilation with fusion and the cut, 2.85 s and 82 s without
+fusion).
 
-`HRNET_JAX_XLA_CPU_FUSION` overrides the rule: `on` keeps XLA's fusion everywhere,
-`off` disables it everywhere, `auto` (the default) is the rule above. The compile
-options are part of the persistent compilation cache's key, so variants can share it.
+`HRNET_JAX_XLA_CPU_FUSION` still overrides: `off` compiles every program without the
+`fusion` pass (each elementwise op on its own), `on` and `auto` (the default) keep XLA's
+fusion. The compile options are part of the persistent compilation cache's key.
 """
 from __future__ import annotations
 
@@ -32,33 +23,25 @@ import os
 from typing import Any, Callable
 
 ENV_VAR = 'HRNET_JAX_XLA_CPU_FUSION'
-LONG_CHAIN = 24
 _CPU_OPTIONS = {'xla_disable_hlo_passes': 'fusion'}
-_SETTINGS = {'auto': None, 'on': True, 'off': False}
+_SETTINGS = {'auto': True, 'on': True, 'off': False}
 # The state initialiser runs once and is all random-number generation (threefry); LLVM
 # optimisation of it takes longer than running it unoptimised (45 s vs 12 s on a CPU).
 _INIT_OPTIONS = {'xla_backend_optimization_level': 0}
 
 
-def residual_chain_length(model: Any) -> int | None:
-  """Residual blocks on the highest-resolution branch of an HRNet, stem to head."""
-  spec = getattr(model, 'spec', None)
-  stages = getattr(spec, 'stages', None)
-  if stages is None:
-    return None
-  return spec.stage1_blocks + sum(s.num_modules * max(s.num_blocks) for s in stages)
-
-
 def fusion_enabled(model: Any = None) -> bool:
-  """Whether XLA's loop fusion stays on for `model`'s CPU programs."""
+  """Whether XLA's loop fusion stays on for `model`'s CPU programs.
+
+  The model is accepted so that a rule per architecture can return without touching
+  the call sites; today every model gets the same answer.
+  """
+  del model
   value = os.environ.get(ENV_VAR, 'auto').strip().lower() or 'auto'
   if value not in _SETTINGS:
-    raise ValueError(f'{ENV_VAR}={value!r} is not understood; use auto (the default: off '
-                     f'for HRNets with >= {LONG_CHAIN} residual blocks per branch), on or off.')
-  if _SETTINGS[value] is not None:
-    return _SETTINGS[value]
-  chain = residual_chain_length(model)
-  return chain is None or chain < LONG_CHAIN
+    raise ValueError(f'{ENV_VAR}={value!r} is not understood; use auto (the default: '
+                     f"XLA's fusion), on or off (no loop fusion).")
+  return _SETTINGS[value]
 
 
 def compiler_options(model: Any = None, backend: str | None = None) -> dict[str, Any] | None:

@@ -8,33 +8,27 @@ import pytest
 
 import hrnet_jax
 from hrnet_jax import xla_cpu
+from hrnet_jax.models import layers
 from hrnet_jax.training import sharding
 
 import test_train_step as tts
 
 
-def test_options_follow_the_backend_the_model_and_the_environment(monkeypatch):
+def test_options_follow_the_backend_and_the_environment(monkeypatch):
   deep = hrnet_jax.create_model('hrnet_w48', head='seg', num_classes=19)
   small = hrnet_jax.create_model('hrnet_w18_small_v2', head='seg', num_classes=19)
-  # Blocks on the highest-resolution branch, stem to head, from the official configs:
-  # stage-1 Bottlenecks + modules x Basic blocks of stages 2-4.
-  assert xla_cpu.residual_chain_length(deep) == 4 + 1 * 4 + 4 * 4 + 3 * 4
-  assert xla_cpu.residual_chain_length(small) == 2 + 1 * 2 + 3 * 2 + 2 * 2
-  assert xla_cpu.residual_chain_length(
-      hrnet_jax.create_model('hrnet_w18_small_v1', head='seg', num_classes=19)) == 7
-  assert xla_cpu.residual_chain_length(object()) is None
   off = {'xla_disable_hlo_passes': 'fusion'}
   monkeypatch.delenv(xla_cpu.ENV_VAR, raising=False)
+  # The model cuts its residual chains itself, so every model keeps XLA's fusion.
+  for model in (deep, small, None):
+    assert xla_cpu.compiler_options(model, 'cpu') is None
+  monkeypatch.setenv(xla_cpu.ENV_VAR, 'Off')
   assert xla_cpu.compiler_options(deep, 'cpu') == off
-  assert xla_cpu.compiler_options(small, 'cpu') is None
-  assert xla_cpu.compiler_options(None, 'cpu') is None
+  assert xla_cpu.compiler_options(None, 'cpu') == off
   assert xla_cpu.compiler_options(deep, 'gpu') is None
   assert xla_cpu.compiler_options(deep, 'tpu') is None
   monkeypatch.setenv(xla_cpu.ENV_VAR, 'on')
-  assert xla_cpu.compiler_options(deep, 'cpu') is None
-  monkeypatch.setenv(xla_cpu.ENV_VAR, 'Off')
-  assert xla_cpu.compiler_options(small, 'cpu') == off
-  assert xla_cpu.compiler_options(None, 'cpu') == off
+  assert xla_cpu.compiler_options(small, 'cpu') is None
   # The state initialiser (threefry only) compiles unoptimised on a CPU, whatever the model.
   assert xla_cpu.initializer_options('cpu') == {'xla_backend_optimization_level': 0}
   assert xla_cpu.initializer_options('gpu') is None
@@ -46,13 +40,13 @@ def test_a_bad_setting_is_one_clear_error(monkeypatch):
     xla_cpu.compiler_options(None, 'cpu')
 
 
-def _residual_chain(kernels, x):
-  """Residual blocks relu(conv(h) * s + b + h): HRNet's branch in miniature."""
+def _residual_chain(kernels, x, block_output):
+  """Residual blocks block_output(conv(h) * s + b + h): HRNet's branch in miniature."""
   h = x
   for k in kernels:
     y = jax.lax.conv_general_dilated(h, k, (1, 1), ((1, 1), (1, 1)),
                                      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    h = jnp.maximum(y * 0.5 + 0.1 + h, 0.0)
+    h = block_output(y * 0.5 + 0.1 + h)
   return jnp.sum(h * h)
 
 
@@ -63,23 +57,50 @@ def _largest_operand_count(hlo_text):
   return max(counts)
 
 
-def test_weight_gradient_copies_do_not_recompute_the_residual_chain(monkeypatch):
-  monkeypatch.setenv(xla_cpu.ENV_VAR, 'off')
+def test_the_residual_output_stops_fusion_from_recomputing_the_chain(monkeypatch):
+  monkeypatch.delenv(xla_cpu.ENV_VAR, raising=False)
   blocks = 8
   rng = np.random.default_rng(0)
   kernels = [jnp.asarray(rng.standard_normal((3, 3, 8, 8)) * 0.1, jnp.float32)
              for _ in range(blocks)]
   x = jnp.asarray(rng.standard_normal((1, 16, 16, 8)), jnp.float32)
-  grad = jax.grad(_residual_chain)
-  fused = jax.jit(grad).lower(kernels, x).compile().as_text()
-  ours = xla_cpu.jit(grad).lower(kernels, x).compile().as_text()
-  # With XLA's fusion some instruction reads (nearly) every block's values: the
-  # residual chain is recomputed inside it. Without, each op reads its own inputs.
-  assert _largest_operand_count(fused) >= blocks
-  assert _largest_operand_count(ours) <= 3
-  np.testing.assert_allclose(
-      np.stack([np.asarray(g) for g in xla_cpu.jit(grad)(kernels, x)]),
-      np.stack([np.asarray(g) for g in jax.jit(grad)(kernels, x)]), rtol=2e-6, atol=1e-6)
+
+  def grad_hlo(block_output, options=None):
+    grad = jax.grad(lambda k, x: _residual_chain(k, x, block_output))
+    compiled = jax.jit(grad).lower(kernels, x).compile(compiler_options=options)
+    return compiled.as_text(), compiled(kernels, x)
+
+  plain_hlo, plain = grad_hlo(jax.nn.relu)
+  cut_hlo, cut = grad_hlo(layers.residual_output)
+  unfused_hlo, unfused = grad_hlo(jax.nn.relu, xla_cpu.compiler_options(None, 'cpu') or
+                                  {'xla_disable_hlo_passes': 'fusion'})
+  # With XLA's fusion and a plain ReLU some instruction reads (nearly) every block's
+  # values: the residual chain is recomputed inside it. With the model's block output
+  # each fusion reads its own block's values only, as it does without fusion at all.
+  assert _largest_operand_count(plain_hlo) >= blocks
+  assert _largest_operand_count(cut_hlo) <= 4
+  assert _largest_operand_count(unfused_hlo) <= 3
+  assert ' fusion(' in cut_hlo   # fusion itself still runs
+  # The cut is an identity: the same gradients bit for bit.
+  for got, want in zip(cut, plain):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  np.testing.assert_allclose(np.stack([np.asarray(g) for g in unfused]),
+                             np.stack([np.asarray(g) for g in plain]), rtol=2e-6, atol=1e-6)
+
+
+def test_the_residual_output_is_exactly_a_relu():
+  values = jnp.asarray([-np.inf, -3.5, -0.0, 0.0, 1e-42, 1e-30, 0.75, 3e38, np.inf, np.nan],
+                       jnp.float32)
+  for dtype in (jnp.float32, jnp.bfloat16):
+    v = values.astype(dtype)
+    got = np.asarray(jax.jit(layers.residual_output)(v)).astype(np.float32)
+    want = np.asarray(jax.nn.relu(v)).astype(np.float32)
+    np.testing.assert_array_equal(got, want)   # NaN in the same place, infinities kept
+  finite = values[1:-2]
+  weights = jnp.arange(1.0, finite.size + 1)
+  np.testing.assert_array_equal(
+      jax.grad(lambda v: jnp.sum(layers.residual_output(v) * weights))(finite),
+      jax.grad(lambda v: jnp.sum(jax.nn.relu(v) * weights))(finite))
 
 
 def test_train_step_equals_the_one_with_xla_fusion(monkeypatch):

@@ -10,7 +10,8 @@ import flax.linen as nn
 import jax
 
 from hrnet_jax.models.blocks import BasicBlock, Bottleneck
-from hrnet_jax.models.layers import BatchNorm, Conv2d, ModelOptions, upsample_to
+from hrnet_jax.models.layers import (BatchNorm, Conv2d, ModelOptions, residual_output,
+                                     upsample_to)
 from hrnet_jax.models.specs import VariantSpec
 
 
@@ -70,7 +71,7 @@ class HighResolutionModule(nn.Module):
           x = FuseLayer(j, i, self.channels[j], self.channels[i], opts=o,
                         name=f'fuse{i}_{j}')(x, size, train)
         total = x if total is None else total + x
-      outs.append(nn.relu(total))
+      outs.append(residual_output(total))
     return outs
 
 

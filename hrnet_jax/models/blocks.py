@@ -2,7 +2,7 @@
 import flax.linen as nn
 import jax
 
-from hrnet_jax.models.layers import BatchNorm, Conv2d, ModelOptions
+from hrnet_jax.models.layers import BatchNorm, Conv2d, ModelOptions, residual_output
 
 
 class BasicBlock(nn.Module):
@@ -19,7 +19,7 @@ class BasicBlock(nn.Module):
     y = nn.relu(BatchNorm(o, name='bn1')(y, train))
     y = Conv2d(self.planes, 3, opts=o, name='conv2')(y)
     y = BatchNorm(o, name='bn2')(y, train)
-    return nn.relu(y + _shortcut(x, self.planes, self.stride, o, train))
+    return residual_output(y + _shortcut(x, self.planes, self.stride, o, train))
 
 
 class Bottleneck(nn.Module):
@@ -38,7 +38,7 @@ class Bottleneck(nn.Module):
     y = nn.relu(BatchNorm(o, name='bn2')(y, train))
     y = Conv2d(self.planes * 4, 1, opts=o, name='conv3')(y)
     y = BatchNorm(o, name='bn3')(y, train)
-    return nn.relu(y + _shortcut(x, self.planes * 4, self.stride, o, train))
+    return residual_output(y + _shortcut(x, self.planes * 4, self.stride, o, train))
 
 
 def _shortcut(x, width, stride, opts, train):

@@ -173,6 +173,36 @@ class BatchNorm(nn.Module):
     return x.astype(dtype) * mul.astype(dtype) + add.astype(dtype)
 
 
+@jax.custom_jvp
+def _computed_once(x: jax.Array) -> jax.Array:
+  # x / 1 with the 1 computed elementwise from x, so XLA cannot fold it away: XLA:CPU's
+  # fusion counts a float division as expensive and never duplicates it into several
+  # consumers, so the value is stored once instead of recomputed (with everything it
+  # reads) inside each consumer. Exact: x / 1.0 is x, NaN and infinities included.
+  return x / jnp.sign(jnp.abs(x) + 1)
+
+
+@_computed_once.defjvp
+def _computed_once_jvp(primals, tangents):
+  return _computed_once(primals[0]), tangents[0]
+
+
+def residual_output(x: jax.Array) -> jax.Array:
+  """ReLU of a residual sum (a block's or a fusion's output), stored once on the CPU.
+
+  An HRNet branch is a chain of blocks whose outputs are elementwise in the previous
+  block's output; XLA:CPU's loop fusion copies such cheap producers into every
+  consumer, and the consumers that feed the weight gradients then recompute the whole
+  residual chain back to the stem (docs/performance.md). Ending each link with an op
+  the fusion will not duplicate cuts the chain at every block and keeps fusion on.
+  Other backends fuse differently and get the plain ReLU.
+  """
+  y = nn.relu(x)
+  if jax.default_backend() == 'cpu':
+    return _computed_once(y)
+  return y
+
+
 def upsample_to(x: jax.Array, size, opts: ModelOptions) -> jax.Array:
   """Resize a lower-resolution branch to `size` the way the model family does."""
   if opts.upsample == 'nearest':
