@@ -75,7 +75,10 @@ def main(argv=None):
       layers._computed_once = cut if with_cut else (lambda y: y)  # pylint: disable=protected-access
       try:
         start = time.perf_counter()
-        compiled[label] = jax.jit(fn).lower(variables, x).compile(compiler_options=options)
+        # A new function object per variant: jax caches traces by function, and the
+        # variants differ only in what tracing sees.
+        fresh = lambda *args, fn=fn: fn(*args)  # pylint: disable=unnecessary-lambda
+        compiled[label] = jax.jit(fresh).lower(variables, x).compile(compiler_options=options)
         compile_s[label] = time.perf_counter() - start
       finally:
         layers._computed_once = cut  # pylint: disable=protected-access
