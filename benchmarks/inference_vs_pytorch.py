@@ -107,7 +107,7 @@ def jax_protocol_fn(model, *, scales, flip, size):
                                 base_size=size[1], align_corners=False)
   logits_fn = inference.seg_logits_fn(model)
   return xla_cpu.jit(lambda v, x: jnp.argmax(
-      inference.predict_probs(logits_fn, v, x, protocol), -1), model=model)
+      inference.predict_probs(logits_fn, v, x, protocol), -1))
 
 
 def main():

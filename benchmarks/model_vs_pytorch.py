@@ -11,7 +11,6 @@ hrnet-jax is faster), plus the one-off XLA compile time.
   HRNET_JAX_XLA_CPU_FUSION=off python benchmarks/model_vs_pytorch.py ...  # no loop fusion
 """
 import argparse
-import functools
 import os
 import sys
 import time
@@ -63,11 +62,11 @@ def bench_jax(args, images_nhwc):
   x = jnp.asarray(images_nhwc)
   variables = jax.jit(model.init)(jax.random.key(0), x)
 
-  @functools.partial(xla_cpu.jit, model=model)
+  @xla_cpu.jit
   def forward(variables, x):
     return model.apply(variables, x, train=False)
 
-  @functools.partial(xla_cpu.jit, model=model)
+  @xla_cpu.jit
   def forward_backward(variables, x):
     def loss(params):
       out, _ = model.apply({'params': params, 'batch_stats': variables['batch_stats']}, x,
@@ -84,7 +83,7 @@ def bench_jax(args, images_nhwc):
   fwd = median_seconds(lambda: jax.block_until_ready(forward(variables, x)), args.repeats)
   fwd_bwd = median_seconds(lambda: jax.block_until_ready(forward_backward(variables, x)),
                    args.repeats)
-  return fwd, fwd_bwd, compile_fwd + compile_bwd, xla_cpu.compiler_options(model)
+  return fwd, fwd_bwd, compile_fwd + compile_bwd, xla_cpu.compiler_options()
 
 
 def main(argv=None):

@@ -196,8 +196,7 @@ def run(config, *, steps: int, warmup: int) -> dict:
                                      fsdp=config.mesh.fsdp > 1)
   loss_fn = _make_loss_fn(ts, model, config)
   grad_fn = ts.make_grad_fn(loss_fn, int(config.grad_accum_steps))
-  step_fn = ts.jit_train_step(ts.make_train_step(grad_fn, tx, schedule), mesh, shardings,
-                               model=model)
+  step_fn = ts.jit_train_step(ts.make_train_step(grad_fn, tx, schedule), mesh, shardings)
 
   batch_size = int(config.global_batch_size)
   crop = tuple(int(v) for v in config.data.crop_size)

@@ -99,7 +99,7 @@ def main(argv=None):
       print(f'| {name} | {label} | {t * 1e3:.1f} ms | {t / base:.2f}x | '
             f'{compile_s[label]:.1f} s | {thunks[label]} | {diff:.1e} |', flush=True)
   print(f'hrnet_jax.xla_cpu default: '
-        f'{xla_cpu.compiler_options(model) or "XLA fusion (no options)"}')
+        f'{xla_cpu.compiler_options() or "XLA fusion (no options)"}')
   return 0
 
 

@@ -118,8 +118,7 @@ class Predictor:
         align_corners=inference.resolve_align_corners(model), flip_pairs=tuple(flip_pairs))
     logits_fn = inference.seg_logits_fn(model)
     self._fn = xla_cpu.jit(lambda v, x: jnp.argmax(
-        inference.predict_probs(logits_fn, v, x, self.protocol), -1).astype(jnp.int32),
-                           model=model)
+        inference.predict_probs(logits_fn, v, x, self.protocol), -1).astype(jnp.int32))
 
   def __call__(self, image: np.ndarray) -> np.ndarray:
     image = np.asarray(image, np.uint8)

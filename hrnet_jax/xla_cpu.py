@@ -30,13 +30,8 @@ _SETTINGS = {'auto': True, 'on': True, 'off': False}
 _INIT_OPTIONS = {'xla_backend_optimization_level': 0}
 
 
-def fusion_enabled(model: Any = None) -> bool:
-  """Whether XLA's loop fusion stays on for `model`'s CPU programs.
-
-  The model is accepted so that a rule per architecture can return without touching
-  the call sites; today every model gets the same answer.
-  """
-  del model
+def fusion_enabled() -> bool:
+  """Whether XLA's loop fusion stays on for hrnet-jax's CPU programs."""
   value = os.environ.get(ENV_VAR, 'auto').strip().lower() or 'auto'
   if value not in _SETTINGS:
     raise ValueError(f'{ENV_VAR}={value!r} is not understood; use auto (the default: '
@@ -44,11 +39,11 @@ def fusion_enabled(model: Any = None) -> bool:
   return _SETTINGS[value]
 
 
-def compiler_options(model: Any = None, backend: str | None = None) -> dict[str, Any] | None:
-  """Options for `jax.jit(..., compiler_options=...)` of `model`'s programs, or None."""
+def compiler_options(backend: str | None = None) -> dict[str, Any] | None:
+  """Options for `jax.jit(..., compiler_options=...)` of a program, or None."""
   import jax  # pylint: disable=g-import-not-at-top  (data workers import the package without JAX)
   backend = backend or jax.default_backend()
-  if backend != 'cpu' or fusion_enabled(model):
+  if backend != 'cpu' or fusion_enabled():
     return None
   return dict(_CPU_OPTIONS)
 
@@ -59,10 +54,10 @@ def initializer_options(backend: str | None = None) -> dict[str, Any] | None:
   return dict(_INIT_OPTIONS) if (backend or jax.default_backend()) == 'cpu' else None
 
 
-def jit(fun: Callable, *, model: Any = None, **kwargs) -> Callable:
-  """`jax.jit(fun, **kwargs)` with the compiler options for `model` on this backend."""
+def jit(fun: Callable, **kwargs) -> Callable:
+  """`jax.jit(fun, **kwargs)` with the compiler options for this backend."""
   import jax  # pylint: disable=g-import-not-at-top
-  options = compiler_options(model)
+  options = compiler_options()
   if options:
     kwargs['compiler_options'] = {**options, **kwargs.get('compiler_options', {})}
   return jax.jit(fun, **kwargs)

@@ -170,11 +170,10 @@ class BucketedPredictor:
     self._logits_fn = inference.seg_logits_fn(model)
     # pylint: disable=protected-access
     self._network = xla_cpu.jit(
-        lambda v, x: inference._window_probs(self._logits_fn, v, x, protocol), model=model)
+        lambda v, x: inference._window_probs(self._logits_fn, v, x, protocol))
     self._flip_permutation = inference._flip_permutation(num_classes, protocol.flip_pairs)
     # pylint: enable=protected-access
-    self._logits = xla_cpu.jit(lambda v, x: self._logits_fn(v, x).astype(jnp.float32),
-                               model=model)
+    self._logits = xla_cpu.jit(lambda v, x: self._logits_fn(v, x).astype(jnp.float32))
     self._whole = None   # per whole-image scale: its logits' shape and stride
     # Resizes, masks and sums only, no residual chain: XLA's own fusion suits them.
     self._prepare = jax.jit(self._prepare_fn)

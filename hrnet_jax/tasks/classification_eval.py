@@ -24,7 +24,7 @@ def make_cls_step(model, *, mesh: Mesh, ks: tuple[int, ...] = (1, 5)):
     logits = model.apply(variables, normalization.normalize(images), train=False)
     return topk(logits, labels, mask), jnp.argmax(logits, -1).astype(jnp.int32)
 
-  return xla_cpu.jit(step, model=model)
+  return xla_cpu.jit(step)
 
 
 class ClassificationEvaluator:

@@ -39,7 +39,7 @@ def make_heatmap_step(model, flip_pairs: tuple, flip_test: bool, shift: bool):
       out = (out + kd.flip_back(flipped, flip_pairs, shift=shift)) * 0.5
     return out
 
-  return xla_cpu.jit(step, model=model)
+  return xla_cpu.jit(step)
 
 
 def _gather(rows: np.ndarray) -> np.ndarray:

@@ -21,8 +21,7 @@ from hrnet_jax.tasks.keypoint_eval import _gather
 @functools.lru_cache(maxsize=8)
 def make_heatmap_step(model):
   return xla_cpu.jit(lambda variables, images: model.apply(
-      variables, normalization.normalize(images), train=False).astype(jax.numpy.float32),
-                     model=model)
+      variables, normalization.normalize(images), train=False).astype(jax.numpy.float32))
 
 
 class LandmarkEvaluator:

@@ -60,7 +60,7 @@ def make_seg_step(model, *, protocol: inference.Protocol, mesh: Mesh, num_classe
     preds = jnp.argmax(probs, axis=-1).astype(jnp.int32)
     return cm_fn(preds, labels, mask), preds
 
-  return xla_cpu.jit(step, model=model)
+  return xla_cpu.jit(step)
 
 
 class _PerImage:
@@ -87,7 +87,7 @@ class _PerImage:
                                           ignore_label=ignore_label)
       return cm, pred[0]
 
-    self.fn = xla_cpu.jit(fn, model=model)
+    self.fn = xla_cpu.jit(fn)
 
   def run(self, k: int, image: np.ndarray, label: np.ndarray):
     put = lambda x: jax.device_put(x[None], self.devices[k])

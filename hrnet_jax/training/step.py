@@ -225,9 +225,9 @@ def make_train_step(grad_fn, tx: optax.GradientTransformation, schedule, *,
   return step
 
 
-def jit_train_step(step_fn, mesh, state_shardings, model=None):
-  """The jitted step; `model` picks its XLA:CPU compile options (hrnet_jax.xla_cpu)."""
-  return xla_cpu.jit(step_fn, model=model,
+def jit_train_step(step_fn, mesh, state_shardings):
+  """The jitted step, with the backend's compile options (hrnet_jax.xla_cpu)."""
+  return xla_cpu.jit(step_fn,
                      in_shardings=(state_shardings, sharding.batch_sharding(mesh)),
                      out_shardings=(state_shardings, sharding.replicated(mesh)),
                      donate_argnums=(0,))

@@ -137,8 +137,7 @@ def train_and_evaluate(config, workdir: str, *,
 
   loss_fn = ts.make_loss_fn(model, task.make_loss(model, config))
   grad_fn = ts.make_grad_fn(loss_fn, int(config.grad_accum_steps))
-  step_fn = ts.jit_train_step(ts.make_train_step(grad_fn, tx, schedule), mesh, shardings,
-                               model=model)
+  step_fn = ts.jit_train_step(ts.make_train_step(grad_fn, tx, schedule), mesh, shardings)
 
   writer = reporting.create_writer(workdir)
   writer.write_hparams(reporting.hparams_of(config))
