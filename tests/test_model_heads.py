@@ -101,11 +101,11 @@ def test_remat_checkpoints_every_module_and_keeps_the_function():
                          train=True, mutable=['batch_stats'])
     return jnp.mean(out ** 2)
 
-  # One rematerialised region per multi-resolution module (small_v1 has 3), visible in
-  # the traced gradient; tracing compiles nothing.
-  jaxpr = str(jax.make_jaxpr(jax.grad(functools.partial(loss, remat)))(variables['params']))
-  assert jaxpr.count('remat') + jaxpr.count('checkpoint') >= 3
-  assert 'remat' not in str(jax.make_jaxpr(functools.partial(loss, plain))(
+  # One rematerialised region (a custom VJP that recomputes in the backward pass) per
+  # multi-resolution module (small_v1 has 3); tests/test_remat.py measures the memory.
+  jaxpr = str(jax.make_jaxpr(functools.partial(loss, remat))(variables['params']))
+  assert jaxpr.count('custom_vjp_call') == 3
+  assert 'custom_vjp_call' not in str(jax.make_jaxpr(functools.partial(loss, plain))(
       variables['params']))
   np.testing.assert_allclose(jax.jit(functools.partial(loss, remat))(variables['params']),
                              jax.jit(functools.partial(loss, plain))(variables['params']),

@@ -228,7 +228,7 @@ def test_remat_gives_the_same_step(one_device):
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images))
   jaxpr = jax.make_jaxpr(lambda v: model.apply(v, images, train=True,
                                                mutable=['batch_stats']))(variables)
-  assert 'checkpoint' in str(jaxpr) or 'remat' in str(jaxpr)
+  assert str(jaxpr).count('custom_vjp_call') == 3   # one per module of the tiny model
   mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
   out = _run(config, mesh, tiny_batch())
   np.testing.assert_allclose(out['loss'], one_device['loss'], rtol=1e-6)

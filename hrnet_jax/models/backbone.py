@@ -12,6 +12,7 @@ import jax
 from hrnet_jax.models.blocks import BasicBlock, Bottleneck
 from hrnet_jax.models.layers import (BatchNorm, Conv2d, ModelOptions, residual_output,
                                      upsample_to)
+from hrnet_jax.models.remat import remat
 from hrnet_jax.models.specs import VariantSpec
 
 
@@ -123,7 +124,7 @@ class HRNetBackbone(nn.Module):
 
     module_cls = HighResolutionModule
     if self.remat:
-      module_cls = nn.remat(HighResolutionModule, static_argnums=(2,))
+      module_cls = remat(HighResolutionModule, static_argnums=(2,))
     xs, prev_channels = [x], (spec.stage1_channels,)
     for s, stage in enumerate(spec.stages):
       xs = Transition(prev_channels, stage.channels, opts=o, name=f'transition{s + 1}')(
