@@ -207,15 +207,24 @@ def make_train_step(grad_fn, tx: optax.GradientTransformation, schedule, *,
   def step(state: TrainState, batch):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
     loss, grads, new_stats = grad_fn(state.params, state.batch_stats, batch, rng)
-    updates, new_opt = tx.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+
+    # One conditional rather than a select per leaf: with selects, XLA fuses the
+    # optimizer's new state into both the state's and the parameters' select, each
+    # reading the other's donated buffer, and copies every parameter and optimizer
+    # leaf first (1843 copies in hrnet_w48's step, a sixth of its thunks).
+    def apply(_):
+      updates, new_opt = tx.update(grads, state.opt_state, state.params)
+      return optax.apply_updates(state.params, updates), new_opt, new_stats
+
+    def skip(_):
+      return state.params, state.opt_state, state.batch_stats
+
+    new_params, new_opt, kept_stats = jax.lax.cond(finite, apply, skip, None)
     new_state = state.replace(
         step=state.step + finite.astype(state.step.dtype),
-        params=keep(new_params, state.params), batch_stats=keep(new_stats, state.batch_stats),
-        opt_state=keep(new_opt, state.opt_state))
+        params=new_params, batch_stats=kept_stats, opt_state=new_opt)
     metrics = {'loss': loss, 'grad_norm': grad_norm, 'lr': schedule(state.step),
                'finite': finite}
     if with_grads:
