@@ -77,6 +77,57 @@ def test_batchnorm_train_step_moves_statistics_like_torch(momentum):
   np.testing.assert_allclose(y_eval, _nhwc(ref(_nchw(x))), atol=1e-5)
 
 
+@pytest.mark.parametrize('shape', [(3, 5, 7, 4), (2, 16, 16, 8)])
+def test_batchnorm_train_gradients_equal_torch_autograd(shape):
+  """The hand-written backward (hrnet_jax/models/batch_norm.py) against torch's
+  BatchNorm autograd in float64, for the input, scale and bias."""
+  rng = np.random.default_rng(1)
+  x = (rng.standard_normal(shape) * 3 + 2).astype(np.float32)
+  g = rng.standard_normal(shape).astype(np.float32)
+  c = shape[-1]
+  gamma, beta = rng.uniform(0.5, 1.5, c).astype(np.float32), rng.standard_normal(c).astype(
+      np.float32)
+  bn = BatchNorm(ModelOptions())
+  stats = {'mean': jnp.zeros(c), 'var': jnp.ones(c)}
+
+  def f(x, scale, bias):
+    y, _ = bn.apply({'params': {'scale': scale, 'bias': bias}, 'batch_stats': stats}, x,
+                    True, mutable=['batch_stats'])
+    return y
+
+  y, vjp = jax.vjp(f, jnp.asarray(x), jnp.asarray(gamma), jnp.asarray(beta))
+  dx, dscale, dbias = vjp(jnp.asarray(g))
+
+  xt = torch.tensor(_nchw(x).numpy(), dtype=torch.float64, requires_grad=True)
+  wt = torch.tensor(gamma, dtype=torch.float64, requires_grad=True)
+  bt = torch.tensor(beta, dtype=torch.float64, requires_grad=True)
+  yt = F.batch_norm(xt, None, None, wt, bt, training=True, eps=1e-5)
+  yt.backward(torch.tensor(_nchw(g).numpy(), dtype=torch.float64))
+  np.testing.assert_allclose(y, _nhwc(yt.detach()), rtol=1e-5, atol=1e-5)
+  scale_dx = float(np.abs(xt.grad.numpy()).max())
+  np.testing.assert_allclose(dx, _nhwc(xt.grad), rtol=1e-4, atol=1e-5 * scale_dx)
+  np.testing.assert_allclose(dscale, wt.grad.numpy(), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(dbias, bt.grad.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_batchnorm_train_gradients_keep_dtypes_under_bf16():
+  bn = BatchNorm(ModelOptions(dtype=jnp.bfloat16))
+  x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 4, 4, 3)), jnp.bfloat16)
+  variables = bn.init(jax.random.key(0), x, True)
+
+  def loss(params, x):
+    y, _ = bn.apply({'params': params, 'batch_stats': variables['batch_stats']}, x, True,
+                    mutable=['batch_stats'])
+    assert y.dtype == jnp.bfloat16
+    return jnp.sum(y.astype(jnp.float32) * jnp.arange(3.0))
+
+  grads, dx = jax.grad(loss, argnums=(0, 1))(variables['params'], x)
+  assert dx.dtype == jnp.bfloat16
+  assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(grads))
+  # d/d bias of sum(y * w) is w * N per channel, exactly.
+  np.testing.assert_array_equal(grads['bias'], np.arange(3.0) * 32)
+
+
 @pytest.mark.parametrize('size', [(8, 8), (7, 10)])
 @pytest.mark.parametrize('kernel, stride', [(3, 2), (3, 1), (1, 1)])
 def test_conv_pads_like_torch(size, kernel, stride):

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hrnet_jax.models import resize
+from hrnet_jax.models import batch_norm, resize
 
 Dtype = Any
 
@@ -155,22 +155,19 @@ class BatchNorm(nn.Module):
     running_mean = self.variable('batch_stats', 'mean', jnp.zeros, (channels,), stats_dtype)
     running_var = self.variable('batch_stats', 'var', jnp.ones, (channels,), stats_dtype)
     if train:
-      xf = x.astype(wide)
-      axes = tuple(range(x.ndim - 1))
-      mean = jnp.mean(xf, axes)
-      var = jnp.mean(jnp.square(xf - mean), axes)
+      # The statistics carry no gradient (as in torch); XLA computes them once with the
+      # normalisation's own.
+      mean, var = batch_norm.moments(jax.lax.stop_gradient(x), wide)
       if not self.is_initializing():
-        count = int(np.prod([x.shape[a] for a in axes]))
+        count = int(np.prod(x.shape[:-1]))
         m = self.opts.bn_momentum
         unbiased = var * (count / max(count - 1, 1))
         running_mean.value = (1.0 - m) * running_mean.value + m * mean
         running_var.value = (1.0 - m) * running_var.value + m * unbiased
-    else:
-      mean, var = running_mean.value, running_var.value
-    mul = jax.lax.rsqrt(var + self.opts.bn_eps) * scale.astype(wide)
-    add = bias.astype(wide) - mean * mul
-    dtype = self.opts.dtype
-    return x.astype(dtype) * mul.astype(dtype) + add.astype(dtype)
+      return batch_norm.normalize_train(x, scale, bias, self.opts.bn_eps, wide,
+                                        self.opts.dtype)
+    return batch_norm.affine(x, running_mean.value, running_var.value, scale, bias,
+                             self.opts.bn_eps, wide, self.opts.dtype)
 
 
 @jax.custom_jvp
