@@ -103,10 +103,10 @@ def test_remat_checkpoints_every_module_and_keeps_the_function():
 
   # One rematerialised region (a custom VJP that recomputes in the backward pass) per
   # multi-resolution module (small_v1 has 3); tests/test_remat.py measures the memory.
-  jaxpr = str(jax.make_jaxpr(functools.partial(loss, remat))(variables['params']))
-  assert jaxpr.count('custom_vjp_call') == 3
-  assert 'custom_vjp_call' not in str(jax.make_jaxpr(functools.partial(loss, plain))(
-      variables['params']))
+  # (BatchNorm's own custom VJP is in both.)
+  count = lambda model: str(jax.make_jaxpr(functools.partial(loss, model))(
+      variables['params'])).count('custom_vjp_call')
+  assert count(remat) - count(plain) == 3
   np.testing.assert_allclose(jax.jit(functools.partial(loss, remat))(variables['params']),
                              jax.jit(functools.partial(loss, plain))(variables['params']),
                              rtol=1e-6)

@@ -237,12 +237,15 @@ def test_bfloat16_compute_keeps_float32_parameters(one_device):
 @pytest.mark.slow
 def test_remat_gives_the_same_step(one_device):
   config = tiny_config(**{'model.remat': True})
-  model = trainer.build_model(config)
   images = jnp.zeros((1, 32, 32, 3))
-  variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images))
-  jaxpr = jax.make_jaxpr(lambda v: model.apply(v, images, train=True,
-                                               mutable=['batch_stats']))(variables)
-  assert str(jaxpr).count('custom_vjp_call') == 3   # one per module of the tiny model
+
+  def vjp_calls(model):  # rematerialised regions; BatchNorm's own custom VJP is in both
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), images))
+    return str(jax.make_jaxpr(lambda v: model.apply(v, images, train=True,
+                                                    mutable=['batch_stats']))(
+        variables)).count('custom_vjp_call')
+  assert vjp_calls(trainer.build_model(config)) - vjp_calls(
+      trainer.build_model(tiny_config())) == 3   # one per module of the tiny model
   mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
   out = _run(config, mesh, tiny_batch())
   np.testing.assert_allclose(out['loss'], one_device['loss'], rtol=1e-6)
