@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import hrnet_jax
-from hrnet_jax.models import BatchNorm, Conv2d, ModelOptions
+from hrnet_jax.models import BatchNorm, Conv2d, ModelOptions, batch_norm
 
 
 def _nchw(x):
@@ -95,8 +95,14 @@ def test_batchnorm_train_gradients_equal_torch_autograd(shape):
                     True, mutable=['batch_stats'])
     return y
 
+  def formula(x, scale, bias):  # jax's derivative of it: the other backends' backward
+    mean, var = batch_norm.moments(x, jnp.float32)
+    return batch_norm.affine(x, mean, var, scale, bias, 1e-5, jnp.float32, jnp.float32)
+
   y, vjp = jax.vjp(f, jnp.asarray(x), jnp.asarray(gamma), jnp.asarray(beta))
   dx, dscale, dbias = vjp(jnp.asarray(g))
+  y2, vjp2 = jax.vjp(formula, jnp.asarray(x), jnp.asarray(gamma), jnp.asarray(beta))
+  np.testing.assert_array_equal(y2, y)
 
   xt = torch.tensor(_nchw(x).numpy(), dtype=torch.float64, requires_grad=True)
   wt = torch.tensor(gamma, dtype=torch.float64, requires_grad=True)
@@ -108,6 +114,9 @@ def test_batchnorm_train_gradients_equal_torch_autograd(shape):
   np.testing.assert_allclose(dx, _nhwc(xt.grad), rtol=1e-4, atol=1e-5 * scale_dx)
   np.testing.assert_allclose(dscale, wt.grad.numpy(), rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(dbias, bt.grad.numpy(), rtol=1e-5, atol=1e-5)
+  for ours, ref in zip(vjp2(jnp.asarray(g)), (_nhwc(xt.grad), wt.grad.numpy(),
+                                               bt.grad.numpy())):
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5 * scale_dx)
 
 
 def test_batchnorm_train_gradients_keep_dtypes_under_bf16():

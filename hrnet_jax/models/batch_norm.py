@@ -9,8 +9,10 @@ change by a bit. The backward pass is the textbook one in the statistics dtype,
     d_x = scale / sqrt(var + eps) * (g - d_bias / N - x_hat * d_scale / N),
 
 two reductions over the activation where jax's derivative of the forward formula
-traces ~30 operations with more reductions (through the mean inside the variance) and
-takes several times as long to trace; HRNet-W48 has 306 BatchNorms.
+traces ~30 operations with more reductions (through the mean inside the variance).
+HRNet-W48 has 306 BatchNorms; on XLA:CPU this cuts the XLA compile of its forward +
+backward from 19.6 to 13.9 s, but XLA then keeps one more activation per layer for the backward pass (temporary
+memory +33 %), so `layers.BatchNorm` uses it on the CPU backend only.
 """
 from typing import Any, Tuple
 
