@@ -1,5 +1,7 @@
 """Layers against PyTorch: resizing (both align_corners, up and down, nearest), BatchNorm
 running statistics, convolution padding."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,6 +119,33 @@ def test_batchnorm_train_gradients_equal_torch_autograd(shape):
   for ours, ref in zip(vjp2(jnp.asarray(g)), (_nhwc(xt.grad), wt.grad.numpy(),
                                                bt.grad.numpy())):
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-5 * scale_dx)
+
+
+def test_batchnorm_backward_keeps_no_more_activations_than_jax_derivative():
+  """XLA schedules a backward term computed from residuals alone (x_hat) during the
+  forward pass and holds it; the hand-written backward ties it to the cotangent
+  (measured on this chain: 52 MiB untied against 38 MiB)."""
+  def formula(x, s, b):
+    mean, var = batch_norm.moments(x, jnp.float32)
+    return batch_norm.affine(x, mean, var, s, b, 1e-5, jnp.float32, jnp.float32)
+
+  def custom(x, s, b):
+    return batch_norm.normalize_train(x, s, b, 1e-5, jnp.float32, jnp.float32)
+
+  def loss(ws, x, bn):
+    for w in ws:
+      y = jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME',
+                                       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      x = jax.nn.relu(bn(y, jnp.ones(32), jnp.zeros(32)))
+    return jnp.sum(x ** 2)
+
+  ws = [jnp.full((3, 3, 32, 32), 0.01)] * 8
+  x = jnp.ones((1, 128, 128, 32))
+  temp = {}
+  for name, bn in (('formula', formula), ('custom', custom)):
+    compiled = jax.jit(jax.grad(functools.partial(loss, bn=bn))).lower(ws, x).compile()
+    temp[name] = compiled.memory_analysis().temp_size_in_bytes
+  assert temp['custom'] <= 1.02 * temp['formula'], temp
 
 
 def test_batchnorm_train_gradients_keep_dtypes_under_bf16():
