@@ -16,15 +16,13 @@ residuals alone, XLA scheduled it during the forward pass and held it until the
 backward (one more activation per layer, +33 % temporary memory). Measured on XLA:CPU
 only, so `layers.BatchNorm` uses it on the CPU backend only.
 """
+import math
 from typing import Any, Tuple
 
 import jax
 import jax.numpy as jnp
 
-
-def _zero_from(g: jax.Array) -> jax.Array:
-  """A zero XLA cannot compute before `g` exists (min(|g[0,...,0]|, 0); NaN if that is)."""
-  return jnp.minimum(jnp.abs(g[(0,) * g.ndim]), jnp.zeros((), g.dtype))
+from hrnet_jax.models.remat import zero_after
 
 
 def moments(x: jax.Array, wide: Any) -> Tuple[jax.Array, jax.Array]:
@@ -45,11 +43,9 @@ def affine(x, mean, var, scale, bias, eps, wide, dtype):
 def normalize_train(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float,
                     wide: Any, dtype: Any) -> jax.Array:
   """BatchNorm of `x` with its own batch statistics; `dtype` is the output's."""
-  return _normalize(x, scale, bias, eps, jnp.dtype(wide), jnp.dtype(dtype))
+  # eps and the dtypes are static: closed over so that custom_vjp sees arrays only.
+  wide, dtype = jnp.dtype(wide), jnp.dtype(dtype)
 
-
-def _normalize(x, scale, bias, eps, wide, dtype):
-  # eps and the dtypes are static: close over them so custom_vjp sees arrays only.
   @jax.custom_vjp
   def f(x, scale, bias):
     mean, var = moments(x, wide)
@@ -63,13 +59,11 @@ def _normalize(x, scale, bias, eps, wide, dtype):
   def backward(residuals, g):
     x, mean, inv, scale, bias = residuals
     axes = tuple(range(x.ndim - 1))
-    n = 1
-    for a in axes:
-      n *= x.shape[a]
+    n = math.prod(x.shape[:-1])
     gf = g.astype(wide)
     # The tie makes the centred input wait for g: from the residuals alone XLA computes
     # it during the forward pass and holds it until here.
-    centred = (x.astype(wide) + _zero_from(gf)) - mean
+    centred = (x.astype(wide) + zero_after(gf)) - mean
     d_bias = jnp.sum(gf, axes)
     g_centred = jnp.sum(gf * centred, axes)
     d_scale = g_centred * inv

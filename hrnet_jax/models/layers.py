@@ -155,21 +155,20 @@ class BatchNorm(nn.Module):
     running_mean = self.variable('batch_stats', 'mean', jnp.zeros, (channels,), stats_dtype)
     running_var = self.variable('batch_stats', 'var', jnp.ones, (channels,), stats_dtype)
     if train:
-      # The running statistics carry no gradient (as in torch); XLA computes the batch
-      # statistics once for them and the normalisation.
-      mean, var = batch_norm.moments(jax.lax.stop_gradient(x), wide)
+      # XLA:CPU gets the hand-written backward: fewer thunks, a shorter trace and compile
+      # (docs/performance.md, "Fewer thunks in the train step"; measured there only).
+      # Its statistics here then feed only the running averages, which carry no gradient.
+      hand_written = jax.default_backend() == 'cpu'
+      mean, var = batch_norm.moments(jax.lax.stop_gradient(x) if hand_written else x, wide)
       if not self.is_initializing():
         count = int(np.prod(x.shape[:-1]))
         m = self.opts.bn_momentum
         unbiased = var * (count / max(count - 1, 1))
         running_mean.value = (1.0 - m) * running_mean.value + m * mean
         running_var.value = (1.0 - m) * running_var.value + m * unbiased
-      if jax.default_backend() == 'cpu':
-        # XLA:CPU: fewer thunks, a shorter trace and compile (docs/performance.md,
-        # "Fewer thunks in the train step"); measured on this backend only.
+      if hand_written:
         return batch_norm.normalize_train(x, scale, bias, self.opts.bn_eps, wide,
                                           self.opts.dtype)
-      mean, var = batch_norm.moments(x, wide)
     else:
       mean, var = running_mean.value, running_var.value
     return batch_norm.affine(x, mean, var, scale, bias, self.opts.bn_eps, wide,

@@ -23,8 +23,9 @@ import jax
 import jax.numpy as jnp
 
 
-def _zero_from(cotangents) -> jax.Array:
-  """A float32 zero that XLA cannot compute before `cotangents` exist."""
+def zero_after(cotangents) -> jax.Array:
+  """A float32 zero that XLA cannot compute before `cotangents` exist (NaN if their
+  first element is NaN); added to a backward pass's inputs, it makes them wait for it."""
   for leaf in jax.tree.leaves(cotangents):
     if jnp.issubdtype(leaf.dtype, jnp.inexact) and leaf.size:
       first = leaf[(0,) * leaf.ndim].astype(jnp.float32)
@@ -57,7 +58,7 @@ def recompute_in_backward(fn: Callable[..., Any], tie_argnums: Sequence[int]) ->
     return fn(*args), args
 
   def backward(args, cotangents):
-    zero = _zero_from(cotangents)
+    zero = zero_after(cotangents)
     args = tuple(_tied(a, zero) if i in tie_argnums else a for i, a in enumerate(args))
     _, vjp = jax.vjp(fn, *args)
     return vjp(cotangents)
