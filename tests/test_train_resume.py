@@ -65,10 +65,13 @@ def test_sigterm_and_kill_9_then_restarts_are_bit_identical(uninterrupted, tmp_p
   assert first.returncode == 0
   assert 'SIGTERM at step 4' in first.stderr
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['3', '4']
+  assert 'Initialised the state (seed' in first.stderr
   # Restart, then kill -9 at step 7 (after the step-6 checkpoint is on disk).
   second = train(tmp_path, '--signal', 'kill', '--at', '7', check=False)
   assert second.returncode == -9, second.stderr[-3000:]
   assert 'Resumed from' in second.stderr and 'step 4.' in second.stderr
+  # A restart restores into the abstract state: no initialiser is compiled or run.
+  assert 'Initialised the state' not in second.stderr
   # Restart again: from step 6 to the end.
   third = train(tmp_path)
   assert 'Resumed from' in third.stderr and 'step 6.' in third.stderr

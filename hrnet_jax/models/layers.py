@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hrnet_jax.models import batch_norm, resize
+from hrnet_jax.models import batch_norm, initializers, resize
 
 Dtype = Any
 
@@ -65,17 +65,8 @@ class ModelOptions:
 
   def kernel_init(self):
     if self.conv_init == 'normal':
-      return nn.initializers.normal(stddev=0.001)
-    return nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-
-
-def _torch_default_bias_init(fan_in: int):
-  """PyTorch's default conv/linear bias init, U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-  bound = 1.0 / np.sqrt(fan_in)
-
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-  return init
+      return initializers.Normal(0.001)
+    return initializers.KaimingNormalFanOut()
 
 
 class Conv2d(nn.Module):
@@ -93,8 +84,8 @@ class Conv2d(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k, cin = self.kernel_size, x.shape[-1]
-    kernel = self.param('kernel', self.opts.kernel_init(), (k, k, cin, self.features),
-                        self.opts.param_dtype)
+    kernel = initializers.param(self, 'kernel', self.opts.kernel_init(),
+                                (k, k, cin, self.features), self.opts.param_dtype)
     pad = k // 2
     dtype = self.opts.dtype
     if k == 1 and _one_by_one_as_dot(self.opts):
@@ -107,8 +98,8 @@ class Conv2d(nn.Module):
           x.astype(dtype), kernel.astype(dtype), (self.stride, self.stride),
           ((pad, pad), (pad, pad)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     if self.use_bias:
-      bias = self.param('bias', _torch_default_bias_init(cin * k * k), (self.features,),
-                        self.opts.param_dtype)
+      bias = initializers.param(self, 'bias', initializers.torch_default_bias(cin * k * k),
+                                (self.features,), self.opts.param_dtype)
       y = y + bias.astype(dtype)
     return y
 
@@ -127,10 +118,10 @@ class Linear(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     fan_in = x.shape[-1]
-    kernel = self.param('kernel', _torch_default_bias_init(fan_in), (fan_in, self.features),
-                        self.opts.param_dtype)
-    bias = self.param('bias', _torch_default_bias_init(fan_in), (self.features,),
-                      self.opts.param_dtype)
+    kernel = initializers.param(self, 'kernel', initializers.torch_default_bias(fan_in),
+                                (fan_in, self.features), self.opts.param_dtype)
+    bias = initializers.param(self, 'bias', initializers.torch_default_bias(fan_in),
+                              (self.features,), self.opts.param_dtype)
     dtype = self.opts.dtype
     return x.astype(dtype) @ kernel.astype(dtype) + bias.astype(dtype)
 

@@ -6,6 +6,7 @@ statistics are global across devices and hosts (SyncBN) with no `pmean`.
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 from absl import logging
@@ -17,6 +18,7 @@ import optax
 
 from hrnet_jax import xla_cpu
 from hrnet_jax.data import normalization
+from hrnet_jax.models import initializers
 from hrnet_jax.training import sharding
 
 # Parameters are shape-independent of the input (fully convolutional, global pooling in
@@ -35,7 +37,8 @@ class TrainState:
 
 def _init_variables(model, rng):
   images = jnp.zeros((1, INIT_IMAGE_SIZE, INIT_IMAGE_SIZE, 3), jnp.float32)
-  variables = model.init({'params': rng, 'dropout': rng}, images, train=False)
+  # Sampled in bulk: a fraction of model.init's compile time (initializers.py).
+  variables = initializers.init_variables(model, rng, images, train=False)
   return variables['params'], variables.get('batch_stats', {})
 
 
@@ -57,13 +60,32 @@ def make_state_shardings(mesh, abstract: TrainState, *, fsdp: bool) -> TrainStat
   return sharding.state_shardings(mesh, abstract, fsdp=fsdp)
 
 
-def create_state(model, tx, *, seed: int, mesh, fsdp: bool = False):
-  """(state born sharded on the mesh, its shardings)."""
+def sharded_abstract_state(model, tx, *, seed: int, mesh, fsdp: bool = False):
+  """(the state as jax.ShapeDtypeStructs carrying their shardings, the shardings).
+
+  Traces the initialiser without compiling it: what a restore from a checkpoint needs.
+  """
   abstract = abstract_state(model, tx, seed)
   shardings = make_state_shardings(mesh, abstract, fsdp=fsdp)
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                      abstract, shardings), shardings
+
+
+def init_state(model, tx, *, seed: int, shardings) -> TrainState:
+  """A freshly initialised state, born sharded as `shardings` say."""
+  start = time.perf_counter()
   init = jax.jit(_state_fn(model, tx, seed), out_shardings=shardings)
   state = init.lower().compile(compiler_options=xla_cpu.initializer_options())()
-  return state, shardings
+  jax.block_until_ready(state)
+  logging.info('Initialised the state (seed %d) in %.1f s, compilation included.', seed,
+               time.perf_counter() - start)
+  return state
+
+
+def create_state(model, tx, *, seed: int, mesh, fsdp: bool = False):
+  """(state born sharded on the mesh, its shardings)."""
+  _, shardings = sharded_abstract_state(model, tx, seed=seed, mesh=mesh, fsdp=fsdp)
+  return init_state(model, tx, seed=seed, shardings=shardings), shardings
 
 
 # ----------------------------------------------------------------------------

@@ -114,9 +114,10 @@ def train_and_evaluate(config, workdir: str, *,
   model = build_model(config)
   tx, schedule = optim.make_optimizer(config.optimizer, config.num_train_steps,
                                       head=config.model.head)
-  state, shardings = ts.create_state(model, tx, seed=config.seed, mesh=mesh,
-                                     fsdp=config.mesh.fsdp > 1)
-  optim.log_groups(state.params, config.optimizer, head=config.model.head)
+  # A restart restores into the abstract state and never compiles the initialiser.
+  abstract, shardings = ts.sharded_abstract_state(model, tx, seed=config.seed, mesh=mesh,
+                                                  fsdp=config.mesh.fsdp > 1)
+  optim.log_groups(abstract.params, config.optimizer, head=config.model.head)
   metadata = model_metadata(model, config)
   ckpt = checkpointing.TrainCheckpointManager(
       workdir, every_steps=config.checkpoint.every_steps, keep=config.checkpoint.keep,
@@ -125,15 +126,15 @@ def train_and_evaluate(config, workdir: str, *,
   loader = data_lib.make_train_loader(config, process_index=jax.process_index(),
                                       process_count=jax.process_count(), task=task)
   if ckpt.latest_step() is not None:
-    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            state, shardings)
     state, data_state, restored_step = ckpt.restore_latest_readable(abstract)
     loader.set_state(data_state)
     logging.info('Resumed from %s/checkpoints step %d.', workdir, restored_step)
-  elif config.init_checkpoint:
-    state = _init_from_checkpoint(state, config)
   else:
-    logging.info('Random initialisation (no init_checkpoint).')
+    state = ts.init_state(model, tx, seed=config.seed, shardings=shardings)
+    if config.init_checkpoint:
+      state = _init_from_checkpoint(state, config)
+    else:
+      logging.info('Random initialisation (no init_checkpoint).')
 
   loss_fn = ts.make_loss_fn(model, task.make_loss(model, config))
   grad_fn = ts.make_grad_fn(loss_fn, int(config.grad_accum_steps))
