@@ -115,3 +115,13 @@ def test_one_hash_per_family_instead_of_one_per_parameter():
   bulk = hashes(lambda k: initializers.init_variables(model, k, IMAGES, train=False))
   assert plain > 100
   assert bulk <= 8 and plain > 20 * bulk
+
+
+def test_pose_bias_starts_at_zero_and_seg_bias_at_torchs_default():
+  """pose_hrnet's init_weights zeroes conv biases; seg_hrnet keeps torch's default."""
+  for head, zero in (('pose', True), ('seg', False)):
+    model = hrnet_jax.create_model('hrnet_w18_small_v1', head=head, num_classes=5)
+    variables = _flat(jax.jit(lambda k, m=model: initializers.init_variables(
+        m, k, IMAGES, train=False))(jax.random.key(0)))
+    name = 'params/head/final_layer/bias' if head == 'pose' else 'params/head/classifier/bias'
+    assert (variables[name] == 0).all() == zero, name

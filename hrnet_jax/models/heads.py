@@ -80,15 +80,18 @@ class ClsHead(nn.Module):
 
 
 class PoseHead(nn.Module):
-  """HRNetV1 for pose: the highest-resolution branch, conv1x1 (with bias) -> heatmaps."""
+  """HRNetV1 for pose: the highest-resolution branch, conv1x1 (with bias) -> heatmaps.
+
+  The bias starts at 0, as pose_hrnet's init_weights sets every conv bias.
+  """
   num_joints: int = 17
   opts: ModelOptions = ModelOptions()
 
   @nn.compact
   def __call__(self, xs: List[jax.Array], train: bool) -> jax.Array:
     del train
-    return Conv2d(self.num_joints, 1, use_bias=True, opts=self.opts, name='final_layer')(
-        xs[0])
+    return Conv2d(self.num_joints, 1, use_bias=True, zero_bias=True, opts=self.opts,
+                  name='final_layer')(xs[0])
 
 
 class LandmarkHead(SegHead):

@@ -79,6 +79,7 @@ class Conv2d(nn.Module):
   kernel_size: int = 3
   stride: int = 1
   use_bias: bool = False
+  zero_bias: bool = False   # the bias starts at 0 (pose_hrnet), else torch's default
   opts: ModelOptions = ModelOptions()
 
   @nn.compact
@@ -98,8 +99,10 @@ class Conv2d(nn.Module):
           x.astype(dtype), kernel.astype(dtype), (self.stride, self.stride),
           ((pad, pad), (pad, pad)), dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     if self.use_bias:
-      bias = initializers.param(self, 'bias', initializers.torch_default_bias(cin * k * k),
-                                (self.features,), self.opts.param_dtype)
+      bias_init = (nn.initializers.zeros if self.zero_bias
+                   else initializers.torch_default_bias(cin * k * k))
+      bias = initializers.param(self, 'bias', bias_init, (self.features,),
+                                self.opts.param_dtype)
       y = y + bias.astype(dtype)
     return y
 
