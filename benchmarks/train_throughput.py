@@ -14,6 +14,8 @@ backend, so the same command reports CPU, GPU and TPU figures.
 Figures:
   * step time: median over --steps timed steps (after --warmup untimed ones), each
     synchronised on the loss; images/s = batch / step time.
+  * init: the state's creation (the initialiser traced, compiled and run), seconds: what a
+    fresh run pays before the step compiles (a restart from a checkpoint does not).
   * compile: `lower()` + `compile()` of the step, seconds (persistent cache honoured if
     JAX_COMPILATION_CACHE_DIR is set: run twice to see the cached figure).
   * peak memory: the device allocator's peak (`memory_stats()['peak_bytes_in_use']`)
@@ -192,8 +194,11 @@ def run(config, *, steps: int, warmup: int) -> dict:
   mesh = sharding.make_mesh(config.mesh)
   model = build_model(config)
   tx, schedule = optim.make_optimizer(config.optimizer, max(int(config.num_train_steps), 1))
+  start = time.perf_counter()
   state, shardings = ts.create_state(model, tx, seed=int(config.seed), mesh=mesh,
                                      fsdp=config.mesh.fsdp > 1)
+  jax.block_until_ready(state)
+  init_s = time.perf_counter() - start
   loss_fn = _make_loss_fn(ts, model, config)
   grad_fn = ts.make_grad_fn(loss_fn, int(config.grad_accum_steps))
   step_fn = ts.jit_train_step(ts.make_train_step(grad_fn, tx, schedule), mesh, shardings)
@@ -229,21 +234,22 @@ def run(config, *, steps: int, warmup: int) -> dict:
       config=config.model.name, head=config.model.head, backend=device.platform,
       device=device.device_kind, devices=jax.device_count(), dtype=str(config.model.dtype),
       remat=bool(config.model.remat), batch=batch_size, crop=crop, step_s=step_s,
-      images_per_s=batch_size / step_s, compile_s=compile_s, peak_mem_gib=mem / 2**30,
+      images_per_s=batch_size / step_s, init_s=init_s, compile_s=compile_s, peak_mem_gib=mem / 2**30,
       mem_source=mem_source, tflops=achieved, peak_tflops=peak, peak_source=peak_source,
       mfu=achieved / peak if peak == peak else float('nan'),
       loss=float(jax.device_get(metrics['loss'])))
 
 
 HEADER = ('| model | head | device | dtype | remat | batch | crop | step ms | images/s | '
-          'compile s | peak mem GiB | TFLOP/s | MFU |\n'
-          '|---|---|---|---|---|---|---|---|---|---|---|---|---|')
+          'init s | compile s | peak mem GiB | TFLOP/s | MFU |\n'
+          '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
 
 
 def markdown_row(r: dict) -> str:
   return (f"| {r['config']} | {r['head']} | {r['device']} x{r['devices']} | {r['dtype']} | "
           f"{'yes' if r['remat'] else 'no'} | {r['batch']} | {r['crop'][0]}x{r['crop'][1]} | "
-          f"{r['step_s'] * 1e3:.1f} | {r['images_per_s']:.2f} | {r['compile_s']:.1f} | "
+          f"{r['step_s'] * 1e3:.1f} | {r['images_per_s']:.2f} | {r['init_s']:.1f} | "
+          f"{r['compile_s']:.1f} | "
           f"{r['peak_mem_gib']:.2f} ({r['mem_source']}) | {r['tflops']:.3g} | "
           f"{100 * r['mfu']:.1f}% of {r['peak_tflops']:.3g} ({r['peak_source']}) |")
 
