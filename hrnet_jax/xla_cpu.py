@@ -13,8 +13,9 @@ measured faster and compiles in half the time (docs/performance.md, W48 train st
 2.77 s and 37 s of compilation with fusion and the cut, 2.85 s and 82 s without
 fusion).
 
-`HRNET_JAX_XLA_CPU_FUSION` still overrides: `off` compiles every program without the
-`fusion` pass (each elementwise op on its own), `on` and `auto` (the default) keep XLA's
+`HRNET_JAX_XLA_CPU_FUSION` still overrides: `off` compiles every program that runs the
+network without the `fusion` pass (each elementwise op on its own; the evaluation's
+resize-and-sum programs keep XLA's fusion either way), `on` and `auto` (the default) keep XLA's
 fusion. The compile options are part of the persistent compilation cache's key.
 """
 from __future__ import annotations
