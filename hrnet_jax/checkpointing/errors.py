@@ -95,8 +95,12 @@ def abandoned_reads_quiet():
   asyncio_logger.addFilter(quiet)
   try:
     yield
-  finally:
-    gc.collect()   # finalize the abandoned reads while the filters are in place
+  except BaseException:
+    # A failed read leaves tasks that Orbax's event loop may finalise later, after this
+    # block; the filters stay for the rest of the process (they drop Orbax's only).
+    gc.collect()
+    raise
+  else:
     sys.unraisablehook = previous
     asyncio_logger.removeFilter(quiet)
 
