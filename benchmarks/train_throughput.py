@@ -196,8 +196,7 @@ def run(config, *, steps: int, warmup: int) -> dict:
   tx, schedule = optim.make_optimizer(config.optimizer, max(int(config.num_train_steps), 1))
   start = time.perf_counter()
   state, shardings = ts.create_state(model, tx, seed=int(config.seed), mesh=mesh,
-                                     fsdp=config.mesh.fsdp > 1)
-  jax.block_until_ready(state)
+                                     fsdp=config.mesh.fsdp > 1)   # returns when ready
   init_s = time.perf_counter() - start
   loss_fn = _make_loss_fn(ts, model, config)
   grad_fn = ts.make_grad_fn(loss_fn, int(config.grad_accum_steps))

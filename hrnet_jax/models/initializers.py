@@ -25,15 +25,22 @@ import numpy as np
 _FAMILIES = ('normal', 'uniform')
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class _Deferred:
   """The parameters whose sampling `init_variables` does itself, by variable path."""
   paths: dict[tuple[str, ...], Any] = dataclasses.field(default_factory=dict)
-  calls: list[int] = dataclasses.field(default_factory=lambda: [0])
+  calls: int = 0
 
 
 _DEFERRING: contextvars.ContextVar[_Deferred | None] = contextvars.ContextVar(
     'hrnet_jax_deferred_init', default=None)
+
+
+def _unit_sample(family: str, key: jax.Array, shape) -> jax.Array:
+  """float32 N(0, 1) or U[0, 1) of `shape`: what every initialiser here transforms."""
+  if family == 'normal':
+    return jax.random.normal(key, shape, jnp.float32)
+  return jax.random.uniform(key, shape, jnp.float32)
 
 
 class _UnitInitializer:
@@ -47,13 +54,9 @@ class _UnitInitializer:
     shape = tuple(int(d) for d in shape)
     deferred = _DEFERRING.get()
     if deferred is not None:   # `param` records the path; init_variables samples it
-      deferred.calls[0] += 1
+      deferred.calls += 1
       return jnp.zeros(shape, dtype)
-    if self.family == 'normal':
-      unit = jax.random.normal(key, shape, jnp.float32)
-    else:
-      unit = jax.random.uniform(key, shape, jnp.float32)
-    return self.transform(unit, shape).astype(dtype)
+    return self.transform(_unit_sample(self.family, key, shape), shape).astype(dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,9 +134,9 @@ def init_variables(model, key: jax.Array, *args, **kwargs) -> dict[str, Any]:
     variables = model.init({'params': key, 'dropout': key}, *args, **kwargs)
   flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(variables))
   missing = sorted('/'.join(p) for p in deferred.paths if p not in flat)
-  if missing or len(deferred.paths) != deferred.calls[0]:
+  if missing or len(deferred.paths) != deferred.calls:
     raise RuntimeError(
-        f'init_variables: {deferred.calls[0]} parameters were deferred but '
+        f'init_variables: {deferred.calls} parameters were deferred but '
         f'{len(deferred.paths)} recorded ({len(missing)} not in the variables, e.g. '
         f'{missing[:3]}); create parameters of hrnet_jax initialisers with '
         'initializers.param.')
@@ -147,10 +150,7 @@ def init_variables(model, key: jax.Array, *args, **kwargs) -> dict[str, Any]:
     if not members:
       continue
     sizes = [int(np.prod(leaf.shape)) for _, leaf, _ in members]
-    family_key = jax.random.fold_in(key, index)
-    shape = (sum(sizes),)
-    unit = (jax.random.normal(family_key, shape, jnp.float32) if family == 'normal'
-            else jax.random.uniform(family_key, shape, jnp.float32))
+    unit = _unit_sample(family, jax.random.fold_in(key, index), (sum(sizes),))
     offset = 0
     for (path, leaf, init), size in zip(members, sizes):
       piece = unit[offset:offset + size].reshape(leaf.shape)
