@@ -111,6 +111,8 @@ def jax_protocol_fn(model, *, scales, flip, size):
 
 
 def main():
+  from hrnet_jax import host_memory   # as eval.py on the CPU (torch, in this process, too)
+  host_memory.reexec_with_huge_pages()
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--model', default='hrnet_w48')
   parser.add_argument('--size', default='1024,2048', help='H,W of the test image.')
@@ -137,7 +139,8 @@ def main():
   net = None if args.skip_torch else build_torch(args.model, args.num_classes, device)
   print(f'{args.model} seg, image {size[0]}x{size[1]}, jax on {jax.devices()[0].platform} '
         f'({jax.device_count()} devices), torch {torch.__version__} on {device}, '
-        f'{args.threads} threads, median of {args.repeats}')
+        f'{args.threads} threads, median of {args.repeats}, glibc huge pages '
+        f'({host_memory.ENV_VAR}): {host_memory.tunable_is_set()}')
   print(f'{"protocol":<8} {"jax s/img":>10} {"torch s/img":>12} {"torch/jax":>10} '
         f'{"jax compile s":>14}')
   for name in args.protocols.split(','):

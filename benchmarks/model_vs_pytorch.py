@@ -87,6 +87,10 @@ def bench_jax(args, images_nhwc):
 
 
 def main(argv=None):
+  # As train.py and eval.py on the CPU: restart with huge pages for the large host
+  # buffers (hrnet_jax.host_memory); PyTorch, in the same process, gets them too.
+  from hrnet_jax import host_memory
+  host_memory.reexec_with_huge_pages()
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--model', default='hrnet_w18_small_v2')
   parser.add_argument('--head', default='seg', choices=['seg', 'cls'])
@@ -112,6 +116,8 @@ def main(argv=None):
   print(f'XLA compile (forward + forward/backward, once): {compile_s:.1f}s')
   print(f'XLA compile options (hrnet_jax.xla_cpu, HRNET_JAX_XLA_CPU_FUSION=auto|on|off): '
         f'{options}')
+  print(f'glibc huge pages (hrnet_jax.host_memory, {host_memory.ENV_VAR}=on|off): '
+        f'{host_memory.tunable_is_set()}')
   return 0
 
 

@@ -256,6 +256,10 @@ def markdown_row(r: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  from hrnet_jax import host_memory  # pylint: disable=g-import-not-at-top
+  host_memory.reexec_with_huge_pages()   # as train.py on the CPU backend
+  print(f'(glibc huge pages for large host buffers: {host_memory.tunable_is_set()}; '
+        f'{host_memory.ENV_VAR}=off runs without them)', file=sys.stderr)
   config = _CONFIG.value
   if _BATCH.value is not None:
     config.global_batch_size = _BATCH.value
