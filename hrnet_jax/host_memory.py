@@ -87,7 +87,7 @@ def tunable_is_set(environ=None) -> bool:
 
 def wanted() -> bool:
   """Whether this process should run with the tunable and does not yet."""
-  return (enabled() and not tunable_is_set() and backend_is_cpu()
+  return (enabled() and not tunable_is_set() and bool(sys.executable) and backend_is_cpu()
           and glibc_has_the_tunable() and kernel_offers_huge_pages())
 
 
