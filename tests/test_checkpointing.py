@@ -124,3 +124,67 @@ def test_restore_without_checkpoint_is_an_error(tmp_path):
   with pytest.raises(checkpointing.CheckpointError, match='no checkpoint to restore'):
     manager.restore({})
   manager.close()
+
+
+class _FailsInC:
+  """An awaitable whose failure is raised in C (as a TensorStore read's): no frame of
+  this file is in its traceback, only asyncio's."""
+
+  def __await__(self):
+    return map(int, ['not a number'])
+
+
+def _never_retrieved_logs(make_awaitable):
+  """What asyncio logs when a failed, never awaited task is collected."""
+  import asyncio  # pylint: disable=g-import-not-at-top
+  import gc  # pylint: disable=g-import-not-at-top
+  import logging as std_logging  # pylint: disable=g-import-not-at-top
+  records = []
+
+  class Keep(std_logging.Handler):
+    def emit(self, record):
+      records.append(record)
+
+  logger, handler = std_logging.getLogger('asyncio'), Keep()
+  logger.addHandler(handler)
+  loop = asyncio.new_event_loop()
+  try:
+    task = asyncio.ensure_future(make_awaitable(), loop=loop)
+    loop.run_until_complete(asyncio.sleep(0.01))
+    assert task.done()
+    del task
+    gc.collect()
+  finally:
+    loop.close()
+    logger.removeHandler(handler)
+  return [r for r in records if 'never retrieved' in r.getMessage()]
+
+
+def test_abandoned_tensorstore_reads_are_not_printed_after_a_failed_read(monkeypatch):
+  import logging as std_logging  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  from hrnet_jax.checkpointing import errors  # pylint: disable=g-import-not-at-top
+
+  async def fails_in_python():
+    raise ValueError('a user coroutine')
+
+  monkeypatch.delenv('HRNET_DEBUG', raising=False)
+  before = list(std_logging.getLogger('asyncio').filters)
+  monkeypatch.setattr(sys, 'unraisablehook', sys.unraisablehook)
+  # Without the guard, asyncio logs both.
+  assert len(_never_retrieved_logs(_FailsInC)) == 1
+  assert len(_never_retrieved_logs(fails_in_python)) == 1
+  with pytest.raises(RuntimeError):
+    with errors.abandoned_reads_quiet():
+      raise RuntimeError('the read failed')
+  try:
+    # After the failed read, the TensorStore-like failure is dropped; a failure with
+    # frames of other code is still logged.
+    assert not _never_retrieved_logs(_FailsInC)
+    assert len(_never_retrieved_logs(fails_in_python)) == 1
+    monkeypatch.setenv('HRNET_DEBUG', '1')
+    assert len(_never_retrieved_logs(_FailsInC)) == 1
+  finally:
+    logger = std_logging.getLogger('asyncio')
+    for extra in [f for f in logger.filters if f not in before]:
+      logger.removeFilter(extra)

@@ -5,6 +5,7 @@ the path and the root cause (`describe_error`). HRNET_DEBUG=1 keeps everything.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging as std_logging
@@ -61,6 +62,9 @@ _OS_MESSAGES = ('No space left on device', 'Permission denied', 'Read-only file 
                 'Disk quota exceeded', 'No such file or directory', 'Not a directory')
 
 
+_ASYNCIO_DIR = os.path.dirname(asyncio.__file__) + os.sep
+
+
 @contextlib.contextmanager
 def abandoned_reads_quiet():
   """Drops what Orbax's abandoned array reads print while an unreadable step is tried.
@@ -81,14 +85,29 @@ def abandoned_reads_quiet():
       tb = tb.tb_next
     return False
 
+  def asyncio_only(tb) -> bool:
+    # A TensorStore future Orbax handed to asyncio fails in C: its traceback holds
+    # asyncio's frames and nothing else (`_wrap_awaitable`).
+    if tb is None:
+      return False
+    while tb is not None:
+      if not tb.tb_frame.f_code.co_filename.startswith(_ASYNCIO_DIR):
+        return False
+      tb = tb.tb_next
+    return True
+
   def hook(unraisable):
     if debug_enabled() or not from_orbax(unraisable.exc_traceback):
       previous(unraisable)
 
   class NeverRetrieved(std_logging.Filter):
-    # asyncio's "exception was never retrieved" for the gather Orbax abandoned.
+    # asyncio's "exception was never retrieved" for the gather Orbax abandoned and
+    # for the TensorStore reads in it.
     def filter(self, record: std_logging.LogRecord) -> bool:
-      return debug_enabled() or not (record.exc_info and from_orbax(record.exc_info[2]))
+      if debug_enabled() or not record.exc_info:
+        return True
+      tb = record.exc_info[2]
+      return not (from_orbax(tb) or asyncio_only(tb))
 
   asyncio_logger, quiet = std_logging.getLogger('asyncio'), NeverRetrieved()
   sys.unraisablehook = hook
