@@ -80,28 +80,27 @@ def kernel_offers_huge_pages(mode_file: str = _THP_MODE_FILE) -> bool:
   return '[always]' in text or '[madvise]' in text
 
 
-def tunable_is_set(environ=None) -> bool:
-  environ = os.environ if environ is None else environ
-  return TUNABLE in environ.get('GLIBC_TUNABLES', '').split(':')
+def tunable_is_set() -> bool:
+  return TUNABLE in os.environ.get('GLIBC_TUNABLES', '').split(':')
 
 
 def wanted() -> bool:
   """Whether this process should run with the tunable and does not yet."""
-  return (enabled() and not tunable_is_set() and bool(sys.executable) and backend_is_cpu()
-          and glibc_has_the_tunable() and kernel_offers_huge_pages())
+  # The package scan of backend_is_cpu last: it is the one check that costs time.
+  return (enabled() and not tunable_is_set() and bool(sys.executable)
+          and glibc_has_the_tunable() and kernel_offers_huge_pages() and backend_is_cpu())
 
 
-def environment_with_tunable(environ=None) -> dict[str, str]:
-  environ = dict(os.environ if environ is None else environ)
+def environment_with_tunable() -> dict[str, str]:
+  environ = dict(os.environ)
   current = environ.get('GLIBC_TUNABLES', '')
   environ['GLIBC_TUNABLES'] = f'{current}:{TUNABLE}' if current else TUNABLE
   return environ
 
 
 def command_line() -> Sequence[str]:
-  """This process's command line, `python -m module` included."""
-  args = list(getattr(sys, 'orig_argv', None) or [sys.executable, *sys.argv])
-  return [sys.executable, *args[1:]]
+  """This process's command line, `python -m module` included (`sys.orig_argv`)."""
+  return [sys.executable, *sys.orig_argv[1:]]
 
 
 def reexec_with_huge_pages() -> None:

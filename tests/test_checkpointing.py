@@ -1,6 +1,10 @@
 """Model directories and training checkpoints: round trips, retention, errors."""
+import asyncio
+import gc
 import json
+import logging as std_logging
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -10,6 +14,7 @@ import optax
 import pytest
 
 from hrnet_jax import checkpointing
+from hrnet_jax.checkpointing import errors
 from hrnet_jax.training import sharding
 
 META = {'model': 'hrnet_w18_small_v1', 'head': 'seg', 'num_classes': 19,
@@ -136,9 +141,6 @@ class _FailsInC:
 
 def _never_retrieved_logs(make_awaitable):
   """What asyncio logs when a failed, never awaited task is collected."""
-  import asyncio  # pylint: disable=g-import-not-at-top
-  import gc  # pylint: disable=g-import-not-at-top
-  import logging as std_logging  # pylint: disable=g-import-not-at-top
   records = []
 
   class Keep(std_logging.Handler):
@@ -161,9 +163,6 @@ def _never_retrieved_logs(make_awaitable):
 
 
 def test_abandoned_tensorstore_reads_are_not_printed_after_a_failed_read(monkeypatch):
-  import logging as std_logging  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-  from hrnet_jax.checkpointing import errors  # pylint: disable=g-import-not-at-top
 
   async def fails_in_python():
     raise ValueError('a user coroutine')

@@ -78,26 +78,18 @@ def abandoned_reads_quiet():
   """
   previous = sys.unraisablehook
 
-  def from_orbax(tb) -> bool:
+  def files(tb) -> list[str]:
+    names = []
     while tb is not None:
-      if '/orbax/' in tb.tb_frame.f_code.co_filename:
-        return True
+      names.append(tb.tb_frame.f_code.co_filename)
       tb = tb.tb_next
-    return False
+    return names
 
-  def asyncio_only(tb) -> bool:
-    # A TensorStore future Orbax handed to asyncio fails in C: its traceback holds
-    # asyncio's frames and nothing else (`_wrap_awaitable`).
-    if tb is None:
-      return False
-    while tb is not None:
-      if not tb.tb_frame.f_code.co_filename.startswith(_ASYNCIO_DIR):
-        return False
-      tb = tb.tb_next
-    return True
+  def from_orbax(names) -> bool:
+    return any('/orbax/' in name for name in names)
 
   def hook(unraisable):
-    if debug_enabled() or not from_orbax(unraisable.exc_traceback):
+    if debug_enabled() or not from_orbax(files(unraisable.exc_traceback)):
       previous(unraisable)
 
   class NeverRetrieved(std_logging.Filter):
@@ -106,8 +98,11 @@ def abandoned_reads_quiet():
     def filter(self, record: std_logging.LogRecord) -> bool:
       if debug_enabled() or not record.exc_info:
         return True
-      tb = record.exc_info[2]
-      return not (from_orbax(tb) or asyncio_only(tb))
+      names = files(record.exc_info[2])
+      # A TensorStore future Orbax handed to asyncio fails in C: its traceback holds
+      # asyncio's frames and nothing else (`_wrap_awaitable`).
+      asyncio_only = bool(names) and all(n.startswith(_ASYNCIO_DIR) for n in names)
+      return not (from_orbax(names) or asyncio_only)
 
   asyncio_logger, quiet = std_logging.getLogger('asyncio'), NeverRetrieved()
   sys.unraisablehook = hook
