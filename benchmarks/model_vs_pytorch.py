@@ -3,8 +3,10 @@
 The PyTorch reference is timm's HRNet backbone (an implementation nobody here wrote) with
 the same head written in PyTorch below; for segmentation heads timm's fusion upsampling is
 switched to bilinear, as in the official segmentation code. Both sides get the same input
-and the same number of CPU threads. Prints medians and the ratio torch / jax (> 1 means
-hrnet-jax is faster), plus the one-off XLA compile time.
+and the same number of CPU threads. The two sides are called alternately (one call of each
+per round), so that the machine's drift hits both alike. Prints the medians, the ratio of
+the medians torch / jax (> 1 means hrnet-jax is faster) with the range of the per-round
+ratios (the noise), and the one-off XLA compile time.
 
   python benchmarks/model_vs_pytorch.py --model=hrnet_w18_small_v2 --head=seg --size=256,512
   python benchmarks/model_vs_pytorch.py --model=hrnet_w48 --head=seg --size=256,512
@@ -12,13 +14,13 @@ hrnet-jax is faster), plus the one-off XLA compile time.
 """
 import argparse
 import os
+import statistics
 import sys
 import time
 
 import numpy as np
 
-from torch_reference import build_torch_seg, median_seconds, timm_name
-
+from torch_reference import build_torch_seg, timm_name
 
 
 def torch_model(name, head, num_classes):
@@ -28,30 +30,30 @@ def torch_model(name, head, num_classes):
   return build_torch_seg(name, num_classes)
 
 
-def bench_torch(args, images_nhwc):
+def torch_programs(args, images_nhwc):
+  """PyTorch's forward (eval mode, no grad) and forward+backward (train mode), warmed up."""
   import torch
   torch.set_num_threads(args.threads)
   model = torch_model(args.model, args.head, args.num_classes)
   x = torch.from_numpy(np.ascontiguousarray(images_nhwc.transpose(0, 3, 1, 2)))
 
   def forward():
+    model.eval()
     with torch.no_grad():
       model(x)
 
   def forward_backward():
+    model.train()
     model.zero_grad(set_to_none=True)
     (model(x) ** 2).mean().backward()
 
-  model.eval()
   forward()
-  fwd = median_seconds(forward, args.repeats)
-  model.train()
   forward_backward()
-  fwd_bwd = median_seconds(forward_backward, args.repeats)
-  return fwd, fwd_bwd
+  return forward, forward_backward
 
 
-def bench_jax(args, images_nhwc):
+def jax_programs(args, images_nhwc):
+  """The jitted forward and forward+backward, compiled; returns them and the compile time."""
   import jax
   import jax.numpy as jnp
   import hrnet_jax
@@ -80,10 +82,30 @@ def bench_jax(args, images_nhwc):
   start = time.perf_counter()
   jax.block_until_ready(forward_backward(variables, x))
   compile_bwd = time.perf_counter() - start
-  fwd = median_seconds(lambda: jax.block_until_ready(forward(variables, x)), args.repeats)
-  fwd_bwd = median_seconds(lambda: jax.block_until_ready(forward_backward(variables, x)),
-                   args.repeats)
-  return fwd, fwd_bwd, compile_fwd + compile_bwd, xla_cpu.compiler_options()
+  return (lambda: jax.block_until_ready(forward(variables, x)),
+          lambda: jax.block_until_ready(forward_backward(variables, x)),
+          compile_fwd + compile_bwd, xla_cpu.compiler_options())
+
+
+def interleaved_seconds(jax_fn, torch_fn, repeats):
+  """Times the two programs alternately, so that the machine's drift hits both alike.
+
+  Returns each side's per-call seconds, in call order.
+  """
+  jax_s, torch_s = [], []
+  for _ in range(repeats):
+    for fn, times in ((jax_fn, jax_s), (torch_fn, torch_s)):
+      start = time.perf_counter()
+      fn()
+      times.append(time.perf_counter() - start)
+  return jax_s, torch_s
+
+
+def summarise(jax_s, torch_s):
+  """Median times, the ratio of the medians, and the range of the per-round ratios."""
+  rounds = [t / j for j, t in zip(jax_s, torch_s)]
+  return (statistics.median(jax_s), statistics.median(torch_s),
+          statistics.median(torch_s) / statistics.median(jax_s), min(rounds), max(rounds))
 
 
 def main(argv=None):
@@ -97,7 +119,7 @@ def main(argv=None):
   parser.add_argument('--num-classes', type=int, default=19)
   parser.add_argument('--size', default='256,512', help='H,W')
   parser.add_argument('--batch', type=int, default=1)
-  parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--repeats', type=int, default=7)
   parser.add_argument('--threads', type=int, default=os.cpu_count())
   parser.add_argument('--dtype', default='float32')
   args = parser.parse_args(argv)
@@ -105,14 +127,17 @@ def main(argv=None):
   images = np.random.default_rng(0).standard_normal((args.batch, h, w, 3)).astype(np.float32)
 
   import jax
-  jax_fwd, jax_fwd_bwd, compile_s, options = bench_jax(args, images)
-  torch_fwd, torch_fwd_bwd = bench_torch(args, images)
+  jax_fwd, jax_fwd_bwd, compile_s, options = jax_programs(args, images)
+  torch_fwd, torch_fwd_bwd = torch_programs(args, images)
+  rows = [('forward', interleaved_seconds(jax_fwd, torch_fwd, args.repeats)),
+          ('forward+backward', interleaved_seconds(jax_fwd_bwd, torch_fwd_bwd, args.repeats))]
   print(f'{args.model} {args.head} {args.batch}x{h}x{w} on {jax.devices()[0].platform}, '
-        f'{args.threads} threads, median of {args.repeats}')
-  print(f'{"":18s}{"hrnet-jax":>12s}{"pytorch":>12s}{"torch/jax":>11s}')
-  for label, j, t in [('forward', jax_fwd, torch_fwd),
-                      ('forward+backward', jax_fwd_bwd, torch_fwd_bwd)]:
-    print(f'{label:18s}{j * 1e3:10.1f}ms{t * 1e3:10.1f}ms{t / j:10.2f}x')
+        f'{args.threads} threads, median of {args.repeats} calls of each, the two sides '
+        'called alternately')
+  print(f'{"":18s}{"hrnet-jax":>12s}{"pytorch":>12s}{"torch/jax":>11s}  per-round ratios')
+  for label, (jax_s, torch_s) in rows:
+    j, t, ratio, low, high = summarise(jax_s, torch_s)
+    print(f'{label:18s}{j * 1e3:10.1f}ms{t * 1e3:10.1f}ms{ratio:10.2f}x  {low:.2f}x-{high:.2f}x')
   print(f'XLA compile (forward + forward/backward, once): {compile_s:.1f}s')
   print(f'XLA compile options (hrnet_jax.xla_cpu, HRNET_JAX_XLA_CPU_FUSION=auto|on|off): '
         f'{options}')
