@@ -37,12 +37,12 @@ _ACCELERATOR_PACKAGES = ('jax-cuda', 'jax_cuda', 'jax-rocm', 'jax_rocm', 'libtpu
 
 
 def enabled() -> bool:
-  """`HRNET_JAX_HUGE_PAGES`: on (the default) or off."""
+  """`HRNET_JAX_HUGE_PAGES`: on (the default; `auto` is the same) or off."""
   value = os.environ.get(ENV_VAR, 'on').strip().lower() or 'on'
   if value not in _SETTINGS:
     raise ValueError(f'{ENV_VAR}={value!r} is not understood; use on (restart the command '
-                     f"with glibc's huge-page tunable on the CPU backend, the default) or "
-                     f'off.')
+                     f"with glibc's huge-page tunable on the CPU backend, the default; auto "
+                     f'is the same) or off.')
   return _SETTINGS[value]
 
 

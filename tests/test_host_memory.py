@@ -142,3 +142,17 @@ def test_a_process_with_the_tunable_is_left_alone(monkeypatch):
   assert not host_memory.tunable_is_set()
   assert host_memory.environment_with_tunable()['GLIBC_TUNABLES'] == (
       f'glibc.malloc.arena_max=2:{host_memory.TUNABLE}')
+
+
+@pytest.mark.parametrize('value, expected', [('on', True), ('', True), (' AUTO ', True),
+                                             ('Off', False)])
+def test_the_setting_is_read(monkeypatch, value, expected):
+  monkeypatch.setenv(host_memory.ENV_VAR, value)
+  assert host_memory.enabled() is expected
+
+
+def test_a_bad_setting_names_every_accepted_value(monkeypatch):
+  monkeypatch.setenv(host_memory.ENV_VAR, 'yes')
+  with pytest.raises(ValueError) as e:
+    host_memory.enabled()
+  assert all(word in str(e.value) for word in ("'yes'", 'on', 'auto', 'off'))
