@@ -104,8 +104,8 @@ def interleaved_seconds(jax_fn, torch_fn, repeats):
 def summarise(jax_s, torch_s):
   """Median times, the ratio of the medians, and the range of the per-round ratios."""
   rounds = [t / j for j, t in zip(jax_s, torch_s)]
-  return (statistics.median(jax_s), statistics.median(torch_s),
-          statistics.median(torch_s) / statistics.median(jax_s), min(rounds), max(rounds))
+  jax_median, torch_median = statistics.median(jax_s), statistics.median(torch_s)
+  return jax_median, torch_median, torch_median / jax_median, min(rounds), max(rounds)
 
 
 def main(argv=None):

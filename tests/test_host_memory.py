@@ -155,4 +155,4 @@ def test_a_bad_setting_names_every_accepted_value(monkeypatch):
   monkeypatch.setenv(host_memory.ENV_VAR, 'yes')
   with pytest.raises(ValueError) as e:
     host_memory.enabled()
-  assert all(word in str(e.value) for word in ("'yes'", 'on', 'auto', 'off'))
+  assert all(words in str(e.value) for words in ("'yes'", 'use on', 'auto', 'or off'))
